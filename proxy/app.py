@@ -1,0 +1,202 @@
+"""The ASGI application: routes of the distribution API, wired to the gate.
+
+Only reads are offered. Every answer carries
+``Docker-Distribution-API-Version: registry/2.0``; every refusal is the
+registry error JSON built in ``proxy.errors``.
+"""
+
+import contextlib
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from proxy.config import Config
+from proxy.errors import RegistryError, from_trust_error
+from proxy.gate import Gate
+from proxy.names import RegistryPath, parse_path
+from proxy.streaming import VerifiedBlobResponse
+from proxy.trust.errors import TrustError
+from proxy.trust.notary import NotaryClient, NotarySettings
+from proxy.trust.store import StoreCorrupt, TrustStore
+from proxy.upstream import Upstream, client, merged_accept
+
+log = logging.getLogger("pullgate")
+
+API_VERSION = (b"docker-distribution-api-version", b"registry/2.0")
+READ_METHODS = ("GET", "HEAD")
+DEFAULT_PAGE = 1000
+
+
+class ApiVersionHeader:
+    """Pure ASGI middleware (cheap on the hot path) adding the API version header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), API_VERSION]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
+@dataclass
+class Services:
+    """What a request needs, built once at start-up."""
+
+    gate: Gate
+    upstream: Upstream
+
+
+def build_services(config: Config, notary_http: httpx.AsyncClient, registry_http: httpx.AsyncClient) -> Services:
+    upstream = Upstream(config.upstream.registry, registry_http)
+    notary = NotaryClient(
+        NotarySettings(
+            url=config.upstream.notary,
+            refresh_interval=config.refresh_interval,
+            role_order=config.role_order,
+        ),
+        TrustStore(config.state_dir),
+        notary_http,
+    )
+    gate = Gate(notary, upstream, config.upstream.gun_prefix, config.manifest_cache_bytes)
+    return Services(gate=gate, upstream=upstream)
+
+
+def notary_verify(config: Config) -> ssl.SSLContext | bool:
+    if config.upstream.notary_ca is None:
+        return True
+    return ssl.create_default_context(cafile=str(config.upstream.notary_ca))
+
+
+@contextlib.asynccontextmanager
+async def open_services(config: Config) -> AsyncIterator[Services]:
+    """The HTTP clients and the gate, closed when the block ends."""
+    async with client(config.trust_timeout, notary_verify(config)) as notary_http, \
+            client(config.upstream_timeout) as registry_http:
+        yield build_services(config, notary_http, registry_http)
+
+
+def create_app(config: Config) -> ASGIApp:
+    """The proxy for one upstream, as an ASGI app."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with open_services(config) as services:
+            app.state.services = services
+            yield
+
+    app = Starlette(
+        routes=[
+            Route("/v2/", base, methods=["GET", "HEAD"]),
+            Route("/v2/{rest:path}", dispatch, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]),
+        ],
+        exception_handlers={404: not_found, 405: method_not_allowed, Exception: internal_error},
+        lifespan=lifespan,
+    )
+    return ApiVersionHeader(app)
+
+
+async def base(request: Request) -> Response:
+    """``/v2/``: the API version check every client starts with."""
+    return JSONResponse({})
+
+
+async def dispatch(request: Request) -> Response:
+    head = request.method == "HEAD"
+    try:
+        path = parse_path(request.path_params["rest"])
+        if path is None:
+            raise RegistryError(404, "UNSUPPORTED", f"pullgate does not offer {request.url.path}",
+                                {"path": request.url.path})
+        if request.method not in READ_METHODS:
+            raise RegistryError(405, "UNSUPPORTED",
+                                f"pullgate is read-only: {request.method} on {request.url.path} is not allowed; "
+                                "push to the upstream registry directly", {"method": request.method})
+        services: Services = request.app.state.services
+        if path.kind == "manifests":
+            return await manifest(services, request, path, head)
+        if path.kind == "blobs":
+            return await blob(services, path, head)
+        return await tags(services, request, path)
+    except RegistryError as exc:
+        return exc.response(head)
+    except TrustError as exc:
+        error = from_trust_error(exc)
+        log.warning("refused %s %s: %s", request.method, request.url.path, error.message)
+        return error.response(head)
+    except StoreCorrupt as exc:
+        log.error("%s", exc)
+        return RegistryError(503, "UNAVAILABLE", str(exc)).response(head)
+
+
+async def manifest(services: Services, request: Request, path: RegistryPath, head: bool) -> Response:
+    accept = merged_accept(request.headers.getlist("accept"))
+    gate = services.gate
+    if path.is_digest:
+        found = await gate.manifest_for_digest(path.name, path.reference, accept)
+    else:
+        found = await gate.manifest_for_tag(path.name, path.reference, accept)
+    headers = {
+        "Docker-Content-Digest": found.digest,
+        "Content-Length": str(len(found.body)),
+        "ETag": f'"{found.digest}"',
+    }
+    return Response(b"" if head else found.body, media_type=found.content_type, headers=headers)
+
+
+async def blob(services: Services, path: RegistryPath, head: bool) -> Response | VerifiedBlobResponse:
+    upstream = await services.upstream.open_blob(path.name, path.reference, "HEAD" if head else "GET")
+    headers = {
+        "Content-Type": upstream.headers.get("content-type", "application/octet-stream"),
+        "Docker-Content-Digest": path.reference,
+    }
+    if "content-length" in upstream.headers:
+        headers["Content-Length"] = upstream.headers["content-length"]
+    return VerifiedBlobResponse(upstream, path.reference, headers, head)  # type: ignore[return-value]
+
+
+async def tags(services: Services, request: Request, path: RegistryPath) -> Response:
+    """The signed tags only, from trust data, paginated with ``n`` and ``last``."""
+    repository = await services.gate.repository(path.name)
+    names = sorted(repository.tags)
+    last = request.query_params.get("last")
+    if last:
+        names = [n for n in names if n > last]
+    page_size = request.query_params.get("n", "")
+    limit = int(page_size) if page_size.isdigit() else DEFAULT_PAGE
+    page, more = names[:limit], len(names) > limit
+    headers = {}
+    if more and page:
+        headers["Link"] = f'</v2/{path.name}/tags/list?n={limit}&last={page[-1]}>; rel="next"'
+    return JSONResponse({"name": path.name, "tags": page}, headers=headers)
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    return RegistryError(404, "UNSUPPORTED", f"pullgate does not offer {request.url.path}",
+                         {"path": request.url.path}).response(request.method == "HEAD")
+
+
+async def method_not_allowed(request: Request, exc: Exception) -> Response:
+    return RegistryError(405, "UNSUPPORTED", f"{request.method} is not allowed on {request.url.path}",
+                         {"method": request.method}).response(request.method == "HEAD")
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    return RegistryError(500, "UNKNOWN", f"internal error in pullgate: {type(exc).__name__}; see its log",
+                         {}).response(request.method == "HEAD")

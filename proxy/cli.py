@@ -1,0 +1,102 @@
+"""The ``pullgate`` command: ``serve`` runs the proxy, ``check`` verifies one tag.
+
+Bad settings end with one line naming the setting and exit code 2, never a
+traceback.
+"""
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from proxy import __version__
+from proxy.config import Config, ConfigError, load
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"pullgate: {message} (see pullgate {self.prog.split()[-1]} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pullgate", description="A registry proxy that serves only signed images.")
+    parser.add_argument("--version", action="version", version=f"pullgate {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, text in (("serve", "run the proxy"), ("check", "resolve and verify one tag, like `notary lookup`")):
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument("--config", type=Path, help="YAML settings file (flags override it)")
+        command.add_argument("--upstream", help="upstream registry URL, e.g. http://127.0.0.1:5000")
+        command.add_argument("--notary", help="trust (notary) server URL, e.g. https://127.0.0.1:4443")
+        command.add_argument("--notary-ca", dest="notary_ca", help="CA certificate file of the trust server")
+        command.add_argument("--state-dir", dest="state_dir", help="where trusted roots are kept")
+        if name == "serve":
+            command.add_argument("--listen", help="HOST:PORT to listen on (default 127.0.0.1:5050)")
+            command.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+        else:
+            command.add_argument("reference", help="NAME:TAG, e.g. library/demo:v1")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides: dict[str, Any] = {k: getattr(args, k, None) for k in ("upstream", "notary", "notary_ca", "state_dir", "listen")}
+    try:
+        config = load(args.config, overrides)
+    except ConfigError as exc:
+        print(f"pullgate: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "serve":
+        return serve(config, args.log_level)
+    return check(config, args.reference)
+
+
+def serve(config: Config, log_level: str) -> int:
+    import uvicorn
+
+    from proxy.app import create_app
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.DEBUG if log_level == "debug" else logging.WARNING)
+    logging.getLogger("pullgate").info(
+        "pullgate %s on http://%s -> registry %s, trust server %s (GUN prefix %s)",
+        __version__, config.listen, config.upstream.registry, config.upstream.notary, config.upstream.gun_prefix,
+    )
+    uvicorn.run(
+        create_app(config), host=config.listen.host, port=config.listen.port,
+        log_level=log_level, access_log=log_level == "debug", server_header=False,
+    )
+    return 0
+
+
+def check(config: Config, reference: str) -> int:
+    """Print ``digest role length`` for a signed tag; else the proxy's own refusal, exit 1."""
+    from proxy.app import open_services
+    from proxy.errors import RegistryError, from_trust_error
+    from proxy.names import NAME, TAG
+    from proxy.trust.errors import TrustError
+
+    name, sep, tag = reference.rpartition(":")
+    if not sep or "/" in tag or not NAME.match(name) or not TAG.match(tag):
+        print(f"pullgate: reference: expected NAME:TAG such as library/demo:v1, got {reference!r}", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def resolve() -> int:
+        async with open_services(config) as services:
+            try:
+                target = (await services.gate.repository(name)).resolve(tag)
+            except TrustError as exc:
+                print(f"pullgate: {from_trust_error(exc).message}", file=sys.stderr)
+                return 1
+            except RegistryError as exc:
+                print(f"pullgate: {exc.message}", file=sys.stderr)
+                return 1
+            print(f"{services.gate.gun(name)}:{tag} {target.digest} {target.length} {target.role}")
+            return 0
+
+    return asyncio.run(resolve())

@@ -1,0 +1,203 @@
+"""The notary server client: fetches a GUN's role files and feeds the trusted set.
+
+This is the only trust module that does I/O. It downloads in TUF order, each
+file bounded by the length its parent signed (or a fixed cap), asks for
+snapshot, targets and delegations by checksum as the notary client does, keeps
+the verified answer in memory for ``refresh_interval`` seconds, then re-checks
+the timestamp alone, and lets concurrent cold lookups of one GUN fetch once.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+from cachetools import LRUCache
+
+from proxy.singleflight import SingleFlight
+from proxy.trust.errors import NoTrustData, TrustServerUnavailable, VerificationFailed
+from proxy.trust.metadata import FileMeta, parse_envelope, parse_root
+from proxy.trust.repository import DEFAULT_ROLE_ORDER, TrustedRepository
+from proxy.trust.store import StoredTrust, TrustStore
+from proxy.trust.trusted_set import TOP_TARGETS, TrustedSet
+
+TIMESTAMP_MAX_BYTES = 1 << 20
+CACHED_GUNS = 4096
+
+
+@dataclass(frozen=True)
+class NotarySettings:
+    url: str
+    refresh_interval: float = 30.0
+    role_order: tuple[str, ...] = DEFAULT_ROLE_ORDER
+    max_metadata_bytes: int = 100 << 20
+
+
+@dataclass
+class _Entry:
+    repository: TrustedRepository
+    trusted: TrustedSet
+    timestamp: bytes
+    checked: float
+
+
+class NotaryClient:
+    """Answers "what does the trust data of this GUN sign?", verified, from one notary server."""
+
+    def __init__(
+        self,
+        settings: NotarySettings,
+        store: TrustStore,
+        http: httpx.AsyncClient,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.http = http
+        self.clock = clock
+        self.base = settings.url.rstrip("/")
+        self.server = urlsplit(settings.url).netloc
+        self._cache: LRUCache[str, _Entry] = LRUCache(maxsize=CACHED_GUNS)
+        self._flight: SingleFlight[TrustedRepository] = SingleFlight()
+
+    async def repository(self, gun: str) -> TrustedRepository:
+        """The verified trust data of ``gun``; raises a ``TrustError`` when there is none."""
+        entry = self._cache.get(gun)
+        if entry is not None and time.monotonic() - entry.checked < self.settings.refresh_interval:
+            return entry.repository
+        return await self._flight.run(gun, lambda: self._refresh(gun))
+
+    async def _refresh(self, gun: str) -> TrustedRepository:
+        """Bring the cached answer up to date; on any failure forget it (fail closed)."""
+        try:
+            entry = await self._revalidate(gun, self._cache.get(gun))
+        except VerificationFailed as exc:
+            self._cache.pop(gun, None)
+            raise exc.for_gun(gun) from None
+        except Exception:
+            self._cache.pop(gun, None)
+            raise
+        self._cache[gun] = entry
+        return entry.repository
+
+    async def _revalidate(self, gun: str, entry: _Entry | None) -> _Entry:
+        """With an earlier answer, an unchanged timestamp is all that must be fetched."""
+        if entry is not None:
+            timestamp = await self._download(gun, "timestamp.json", "timestamp", TIMESTAMP_MAX_BYTES)
+            if timestamp == entry.timestamp:
+                entry.trusted.recheck_expiry(self.clock())
+                entry.checked = time.monotonic()
+                return entry
+        return await self._update(gun)
+
+    async def _update(self, gun: str) -> _Entry:
+        """The full walk: root, timestamp, snapshot, targets, the delegations needed."""
+        root = await self._download(gun, "root.json", "root", self.settings.max_metadata_bytes)
+        if root is None:
+            raise NoTrustData(gun, self.server)
+        trusted = await self._trusted_root(gun, root)
+        timestamp = await self._required(gun, "timestamp.json", "timestamp", TIMESTAMP_MAX_BYTES)
+        trusted.update_timestamp(timestamp)
+        assert trusted.timestamp is not None
+        snapshot = trusted.update_snapshot(await self._by_checksum(gun, "snapshot", trusted.timestamp.snapshot))
+        trusted.update_targets(await self._by_checksum(gun, TOP_TARGETS, snapshot.meta[TOP_TARGETS]))
+        skipped = await self._load_delegations(gun, trusted)
+        self.store.save(gun, StoredTrust(root=trusted.root_data, versions=trusted.versions()))
+        repository = TrustedRepository.build(gun, trusted, self.settings.role_order, skipped)
+        return _Entry(repository=repository, trusted=trusted, timestamp=timestamp, checked=time.monotonic())
+
+    async def _trusted_root(self, gun: str, served: bytes) -> TrustedSet:
+        """Trust the first root seen; later, move only along properly signed rotations."""
+        now = self.clock()
+        stored = self.store.load(gun)
+        if stored is None:
+            return TrustedSet(served, now)
+        trusted = TrustedSet(stored.root, now, stored.versions)
+        if served == stored.root:
+            return trusted
+        latest = parse_root(parse_envelope("root", served)).version
+        if latest <= trusted.root.version:
+            raise VerificationFailed(
+                "root", "rollback",
+                f"the trust server's root (version {latest}) is not newer than the trusted root "
+                f"(version {trusted.root.version}) but differs from it",
+            )
+        for version in range(trusted.root.version + 1, latest):
+            step = await self._download(gun, f"{version}.root.json", "root", self.settings.max_metadata_bytes)
+            if step is None:
+                raise VerificationFailed("root", "rotation", f"intermediate root version {version} is missing")
+            trusted.update_root(step)
+        trusted.update_root(served)
+        return trusted
+
+    async def _load_delegations(self, gun: str, trusted: TrustedSet) -> dict[str, VerificationFailed]:
+        """Load each delegated role of the lookup order (and its ancestors) that has data.
+
+        A delegation that fails its checks is skipped, never trusted; the reason
+        is kept so a tag it would have signed is refused with that reason.
+        """
+        skipped: dict[str, VerificationFailed] = {}
+        for role in _with_ancestors(self.settings.role_order):
+            parent, _, _ = role.rpartition("/")
+            parent_targets = trusted.targets.get(parent)
+            if parent_targets is None or role not in parent_targets.delegations:
+                continue
+            if not trusted.delegated_in_snapshot(role):
+                continue
+            assert trusted.snapshot is not None
+            try:
+                trusted.update_delegation(role, await self._by_checksum(gun, role, trusted.snapshot.meta[role]))
+            except VerificationFailed as exc:
+                skipped[role] = exc
+        return skipped
+
+    async def _by_checksum(self, gun: str, role: str, meta: FileMeta) -> bytes:
+        """Fetch ``<role>.<sha256>.json``, falling back to ``<role>.json``."""
+        sha256 = meta.hashes.get("sha256")
+        if sha256 is not None:
+            data = await self._download(gun, f"{role}.{sha256.hex()}.json", role, meta.length)
+            if data is not None:
+                return data
+        return await self._required(gun, f"{role}.json", role, meta.length)
+
+    async def _required(self, gun: str, filename: str, role: str, bound: int) -> bytes:
+        data = await self._download(gun, filename, role, bound)
+        if data is None:
+            raise VerificationFailed(role, "missing", f"the trust server has no {filename}")
+        return data
+
+    async def _download(self, gun: str, filename: str, role: str, bound: int) -> bytes | None:
+        """One file, read no further than ``bound`` bytes; None when the server has none."""
+        url = f"{self.base}/v2/{gun}/_trust/tuf/{filename}"
+        try:
+            async with self.http.stream("GET", url) as response:
+                if response.status_code == 404:
+                    return None
+                if response.status_code != 200:
+                    raise TrustServerUnavailable(gun, self.server, f"{filename}: HTTP {response.status_code}")
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > bound:
+                        raise VerificationFailed(role, "length", f"{filename} is longer than its bound of {bound} bytes")
+                return bytes(body)
+        except httpx.HTTPError as exc:
+            raise TrustServerUnavailable(gun, self.server, _describe(exc)) from None
+
+
+def _with_ancestors(order: tuple[str, ...]) -> list[str]:
+    """Delegated roles to load, parents before children: ``a/b/c`` needs ``a/b`` first."""
+    roles: list[str] = []
+    for role in order:
+        parts = role.split("/")
+        for depth in range(2, len(parts) + 1):
+            name = "/".join(parts[:depth])
+            if name not in roles:
+                roles.append(name)
+    return roles
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text
