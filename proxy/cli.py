@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--state-dir", dest="state_dir", help="where trusted roots are kept")
         if name == "serve":
             command.add_argument("--listen", help="HOST:PORT to listen on (default 127.0.0.1:5050)")
+            command.add_argument("--refresh-interval", dest="refresh_interval", type=float,
+                                 help="seconds a verified answer is reused before the timestamp is re-checked")
             command.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
         else:
             command.add_argument("reference", help="NAME:TAG, e.g. library/demo:v1")
@@ -45,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    overrides: dict[str, Any] = {k: getattr(args, k, None) for k in ("upstream", "notary", "notary_ca", "state_dir", "listen")}
+    overrides: dict[str, Any] = {k: getattr(args, k, None) for k in ("upstream", "notary", "notary_ca", "state_dir", "listen", "refresh_interval")}
     try:
         config = load(args.config, overrides)
     except ConfigError as exc:

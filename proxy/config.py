@@ -158,7 +158,7 @@ def build(document: dict[str, Any], overrides: dict[str, Any]) -> Config:
         listen=parse_listen(listen_text),
         upstream=UpstreamConfig(registry=registry, notary=notary, notary_ca=notary_ca, gun_prefix=prefix),
         state_dir=Path(state) if state else default_state_dir(),
-        refresh_interval=_number(trust.get("refresh_interval", 30), "trust.refresh_interval", 0),
+        refresh_interval=_number(pick("refresh_interval", trust, "refresh_interval", 30), "trust.refresh_interval", 0),
         role_order=tuple(roles),
         manifest_cache_bytes=int(_number(cache.get("manifest_bytes", 64 << 20), "cache.manifest_bytes", 0)),
         trust_timeout=_number(timeouts.get("trust", 10), "timeouts.trust", 0.1),
