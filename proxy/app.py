@@ -119,14 +119,14 @@ async def base(request: Request) -> Response:
 async def dispatch(request: Request) -> Response:
     head = request.method == "HEAD"
     try:
-        path = parse_path(request.path_params["rest"])
-        if path is None:
-            raise RegistryError(404, "UNSUPPORTED", f"pullgate does not offer {request.url.path}",
-                                {"path": request.url.path})
         if request.method not in READ_METHODS:
             raise RegistryError(405, "UNSUPPORTED",
                                 f"pullgate is read-only: {request.method} on {request.url.path} is not allowed; "
                                 "push to the upstream registry directly", {"method": request.method})
+        path = parse_path(request.path_params["rest"])
+        if path is None:
+            raise RegistryError(404, "UNSUPPORTED", f"pullgate does not offer {request.url.path}",
+                                {"path": request.url.path})
         services: Services = request.app.state.services
         if path.kind == "manifests":
             return await manifest(services, request, path, head)

@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--notary", help="trust (notary) server URL, e.g. https://127.0.0.1:4443")
         command.add_argument("--notary-ca", dest="notary_ca", help="CA certificate file of the trust server")
         command.add_argument("--state-dir", dest="state_dir", help="where trusted roots are kept")
+        command.add_argument("--gun-prefix", dest="gun_prefix",
+                             help="GUN of /v2/NAME is PREFIX/NAME (default: the registry's host[:port])")
         if name == "serve":
             command.add_argument("--listen", help="HOST:PORT to listen on (default 127.0.0.1:5050)")
             command.add_argument("--refresh-interval", dest="refresh_interval", type=float,
@@ -47,7 +49,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    overrides: dict[str, Any] = {k: getattr(args, k, None) for k in ("upstream", "notary", "notary_ca", "state_dir", "listen", "refresh_interval")}
+    overrides: dict[str, Any] = {
+        k: getattr(args, k, None)
+        for k in ("upstream", "notary", "notary_ca", "state_dir", "listen", "refresh_interval", "gun_prefix")
+    }
     try:
         config = load(args.config, overrides)
     except ConfigError as exc:

@@ -144,7 +144,7 @@ def build(document: dict[str, Any], overrides: dict[str, Any]) -> Config:
     notary_ca = Path(ca) if ca else None
     if notary_ca is not None and not notary_ca.is_file():
         raise ConfigError("upstream.notary_ca", f"no such file: {notary_ca}")
-    prefix = upstream.get("gun_prefix") or urlsplit(registry).netloc
+    prefix = pick("gun_prefix", upstream, "gun_prefix") or urlsplit(registry).netloc
     if not isinstance(prefix, str) or "://" in prefix or prefix.endswith("/"):
         raise ConfigError("upstream.gun_prefix", f"must be a host[:port][/path] prefix, got {prefix!r}")
     roles = trust.get("roles", list(DEFAULT_ROLE_ORDER))

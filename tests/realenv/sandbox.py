@@ -176,6 +176,31 @@ def _seed_dsigned(s: _Seeder, dockerd: Dockerd, notary: NotaryServer) -> None:
     s.record("library/dsigned", "v1", TARGETS_ROLE)
 
 
+DSIGNED_KEY = "dsigned:v1"
+"""Inventory key of the image that ``docker push`` with content trust signs."""
+
+
+def seed_dsigned(sandbox: Sandbox, dockerd: Dockerd) -> SeededImage:
+    """Seed ``library/dsigned:v1`` into a running *sandbox* with *dockerd*; idempotent.
+
+    For a sandbox seeded without dockerd (the session fixture): *dockerd*
+    pulls ``library/demo:v1`` straight from the registry (not through any
+    proxy), re-tags it and pushes it with ``DOCKER_CONTENT_TRUST=1``, so the
+    docker CLI creates the trust data.  The entry is added to
+    ``sandbox.images``; *dockerd* stays the caller's (``sandbox.dockerd`` is
+    not changed).  A second call returns the existing entry without pushing,
+    since only the first dockerd's config holds the repository's keys.
+    """
+    if DSIGNED_KEY in sandbox.images:
+        return sandbox.images[DSIGNED_KEY]
+    if dockerd.netns is not sandbox.netns:
+        raise ValueError("dockerd must share the sandbox's network namespace (or both run in none)")
+    seeder = _Seeder(sandbox.workdir, sandbox.registry, sandbox.notary_cli, sandbox.workdir / "build" / "oci")
+    _seed_dsigned(seeder, dockerd, sandbox.notary)
+    sandbox.images.update(seeder.images)
+    return sandbox.images[DSIGNED_KEY]
+
+
 def _started(owned: list[Any], start: Callable[[], Any]) -> Any:
     """Start a service and remember it for cleanup."""
     thing = start()

@@ -1,0 +1,105 @@
+"""A fault-injecting HTTP front for a real server (registry or notary-server).
+
+It forwards every request to the real server and lets a test change the
+answer on the way back: another status, other bytes, a body cut short, a
+dropped connection. Requests it saw are recorded, so a test can check what
+pullgate sent upstream.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+import uvicorn
+from starlette.types import Receive, Scope, Send
+
+from tests.realenv.procs import free_port
+
+
+@dataclass
+class Fault:
+    """What to do to one answer. Unset fields leave it as the real server gave it."""
+
+    status: int | None = None
+    body: bytes | None = None
+    mutate: Callable[[bytes], bytes] | None = None
+    cut_after: int | None = None
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, list[str]]
+
+
+@dataclass
+class FaultServer:
+    """Serves plain HTTP on a free loopback port in a background thread."""
+
+    target: str
+    verify: ssl.SSLContext | bool = True
+    faults: dict[str, Fault] = field(default_factory=dict)
+    seen: list[Seen] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
+                                                     log_level="critical", lifespan="off", interface="asgi3"))
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def start(self) -> "FaultServer":
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("fault server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(10)
+
+    def fault_for(self, path: str) -> Fault | None:
+        """The fault of the longest configured key that ``path`` contains."""
+        matches = [key for key in self.faults if key in path]
+        return self.faults[max(matches, key=len)] if matches else None
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        headers: dict[str, list[str]] = {}
+        for name, value in scope["headers"]:
+            headers.setdefault(name.decode().lower(), []).append(value.decode())
+        self.seen.append(Seen(scope["method"], path, headers))
+        fault = self.fault_for(path) or Fault()
+        forward = {k: ", ".join(v) for k, v in headers.items() if k in ("accept", "range", "authorization")}
+        async with httpx.AsyncClient(verify=self.verify, headers={"Accept-Encoding": "identity"}) as client:
+            real = await client.request(scope["method"], self.target + path, headers=forward)
+        status = fault.status or real.status_code
+        body = real.content if fault.body is None else fault.body
+        if fault.mutate is not None:
+            body = fault.mutate(body)
+        out = [(k.encode(), v.encode()) for k, v in real.headers.items()
+               if k.lower() in ("content-type", "docker-content-digest")]
+        length = len(real.content) if scope["method"] == "HEAD" else len(body)
+        out.append((b"content-length", str(real.headers.get("content-length", length)
+                                           if scope["method"] == "HEAD" else length).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": out})
+        if scope["method"] == "HEAD":
+            await send({"type": "http.response.body", "body": b""})
+        elif fault.cut_after is not None:
+            await send({"type": "http.response.body", "body": body[: fault.cut_after], "more_body": True})
+            # returning without finishing makes the server drop the connection mid-body
+        else:
+            await send({"type": "http.response.body", "body": body})
+
+
+def flip_last_byte(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 0x01])

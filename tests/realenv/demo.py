@@ -1,0 +1,89 @@
+"""``make run``: a seeded registry + notary server, and pullgate in front, in the foreground.
+
+Prints the pull commands to try and what each will answer, then runs
+``pullgate serve`` with its log on this terminal until Ctrl-C, and stops every
+process it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from proxy.config import parse_listen
+
+from .procs import MissingComponent
+from .pullgate import REPO_ROOT
+from .sandbox import Sandbox, seed_sandbox
+
+
+def banner(sandbox: Sandbox, listen: str) -> str:
+    images = sandbox.images
+    lines = [
+        "",
+        f"registry      {sandbox.registry.url}   (images pushed with skopeo)",
+        f"notary server {sandbox.notary.url}  (CA {sandbox.ca.ca_cert})",
+        f"pullgate      http://{listen}",
+        "",
+        "Try (any docker daemon treats 127.0.0.1 registries as plain HTTP):",
+    ]
+    cases = [
+        ("demo:v1", "pulls: signed in targets/releases"),
+        ("demo:multi", "pulls: a signed multi-arch OCI index"),
+        ("tsigned:v1", "pulls: signed in the top-level targets role"),
+        ("demo:dev", "refused: remote trust data does not exist ... No valid trust data for dev"),
+        ("notrust:latest", "refused: remote trust data does not exist ... does not have trust data"),
+    ]
+    for key, outcome in cases:
+        image = images[key]
+        reference = f"{listen}/{image.name}:{image.tag}"
+        lines.append(f"  docker pull {reference}")
+        lines.append(f"      -> {outcome}" + (f" ({image.digest})" if image.signed else ""))
+    lines += [
+        f"  skopeo inspect --tls-verify=false docker://{listen}/library/demo:v1",
+        f"  curl -s http://{listen}/v2/library/demo/tags/list        -> only the signed tags",
+        "",
+        "Sign another tag with the notary CLI:",
+        f"  notary -c {sandbox.notary_cli.config_path} list {sandbox.gun('library/demo')}",
+        "",
+        "pullgate's log follows; Ctrl-C stops everything.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make run", description=__doc__)
+    parser.add_argument("--listen", default="127.0.0.1:5050")
+    parser.add_argument("--workdir", type=Path)
+    args = parser.parse_args(argv)
+    listen = str(parse_listen(args.listen))
+    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="pullgate-run-"))).resolve()
+    try:
+        sandbox = seed_sandbox(workdir / "sandbox")
+    except MissingComponent as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        return 2
+    with sandbox:
+        print(banner(sandbox, listen), flush=True)
+        command = [
+            sys.executable, "-m", "proxy", "serve", "--listen", listen,
+            "--upstream", sandbox.registry.url, "--notary", sandbox.notary.url,
+            "--notary-ca", str(sandbox.ca.ca_cert), "--state-dir", str(workdir / "state"),
+        ]
+        proxy = subprocess.Popen(command, cwd=REPO_ROOT)
+        signal.signal(signal.SIGTERM, lambda *_: proxy.terminate())
+        try:
+            return proxy.wait()
+        except KeyboardInterrupt:
+            proxy.terminate()
+            proxy.wait()
+            return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,394 @@
+"""Real clients pull THROUGH pullgate: skopeo, podman, containerd's ctr and dockerd.
+
+Every reference names the proxy (``<proxy.host>/library/demo:v1``); pullgate
+maps it to the GUN ``<registry host>/library/demo`` on the session sandbox's
+notary server.  A signed tag must arrive with exactly the digest the trust
+data signs (``sandbox.images[...]``), as the client itself reports or stores
+it; an unsigned tag or a repository without trust data must be refused with
+pullgate's ``remote trust data does not exist`` message wherever the client
+shows the registry's error text.
+
+Services are started once per module (containerd, dockerd) and shared; only
+the images a test pulled are removed afterwards, so each pull really fetches
+manifests and blobs through the proxy.  A missing client fails under CI=true
+and skips elsewhere (``tests.realenv.testing``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.realenv.images import OCI_INDEX
+from tests.realenv.procs import clean_env, run
+from tests.realenv.pullgate import Proxy
+from tests.realenv.sandbox import Sandbox, SeededImage, seed_dsigned
+from tests.realenv.services import Containerd, Dockerd, podman_cmd, start_containerd, start_dockerd
+from tests.realenv.testing import components, needs
+
+REFUSED = "remote trust data does not exist"
+"""The start of every "not signed" message pullgate sends (and docker's own wording)."""
+
+PLATFORM_ARCH = "amd64"
+"""Platform picked from demo:multi, pinned so the test does not depend on the host."""
+
+REF_NAME = "org.opencontainers.image.ref.name"
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+
+
+def output(result: subprocess.CompletedProcess[str]) -> str:
+    """stdout and stderr together (clients print errors on either)."""
+    return f"{result.stdout}\n{result.stderr}"
+
+
+def proxied(proxy: Proxy, image: SeededImage, tag: str | None = None) -> str:
+    """The reference of *image* through the proxy: ``127.0.0.1:PORT/library/demo:v1``."""
+    return f"{proxy.host}/{image.name}:{tag or image.tag}"
+
+
+def refusal(sandbox: Sandbox, key: str) -> str:
+    """The exact refusal pullgate sends for unsigned seeded image *key* (notary client wording)."""
+    image = sandbox.images[key]
+    assert not image.signed, f"{key} is signed; no refusal expected"
+    gun = sandbox.gun(image.name)
+    if key == "notrust:latest":  # the GUN has no trust data at all
+        return f"{REFUSED} for {gun}: {sandbox.notary.host} does not have trust data for {gun}"
+    return f"{REFUSED} for {gun}:{image.tag}: No valid trust data for {image.tag}"  # trusted GUN, tag unsigned
+
+
+def platform_child(sandbox: Sandbox, key: str, arch: str = PLATFORM_ARCH) -> str:
+    """Digest of the *arch* manifest listed by the seeded index *key* (read from the registry)."""
+    image = sandbox.images[key]
+    request = urllib.request.Request(f"{sandbox.registry.url}/v2/{image.name}/manifests/{image.digest}",
+                                     headers={"Accept": OCI_INDEX})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        index = json.loads(response.read())
+    [digest] = [m["digest"] for m in index["manifests"] if m["platform"]["architecture"] == arch]
+    return str(digest)
+
+
+class ProxyLog:
+    """What the proxy logged since a mark: pullgate.log in the proxy's tmp dir."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.path = proxy.service.log_path
+        self.start = self.path.stat().st_size
+
+    def new(self) -> str:
+        with open(self.path, "rb") as log:
+            log.seek(self.start)
+            return log.read().decode(errors="replace")
+
+
+def assert_blobs_intact(layout: Path) -> None:
+    """Every blob in an OCI layout hashes to its file name (the proxy relayed real bytes)."""
+    blobs = sorted((layout / "blobs" / "sha256").iterdir())
+    assert blobs, f"no blobs in {layout}"
+    for blob in blobs:
+        assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name, blob
+
+
+@pytest.fixture(scope="module")
+def containers_conf(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A private accept-anything policy and an empty registries.conf for skopeo/podman.
+
+    Keeps /etc/containers (search registries, mirrors, signature policy) out
+    of the result; returns (policy path, environment).
+    """
+    directory = tmp_path_factory.mktemp("containers-conf")
+    policy = directory / "policy.json"
+    policy.write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
+    registries = directory / "registries.conf"
+    registries.write_text("unqualified-search-registries = []\n")
+    return policy, clean_env(("CONTAINERS_", "REGISTRY_AUTH_FILE"), CONTAINERS_REGISTRIES_CONF=str(registries))
+
+
+# ---------------------------------------------------------------------------
+# skopeo
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def skopeo(containers_conf: tuple[Path, dict[str, str]]) -> tuple[list[str], dict[str, str]]:
+    """skopeo argv prefix (private policy) and its environment."""
+    policy, env = containers_conf
+    return [needs("skopeo")["skopeo"], "--policy", str(policy)], env
+
+
+def test_skopeo_copy_signed_manifest(skopeo: tuple[list[str], dict[str, str]], proxy: Proxy,
+                                     sandbox: Sandbox, tmp_path: Path) -> None:
+    argv, env = skopeo
+    image = sandbox.images["demo:v1"]
+    layout = tmp_path / "layout"
+    result = run([*argv, "copy", "--src-tls-verify=false", f"docker://{proxied(proxy, image)}",
+                  f"oci:{layout}:v1"], env=env, check=False)
+    assert result.returncode == 0, output(result)
+    index = json.loads((layout / "index.json").read_text())
+    assert [(m["digest"], m["size"], m["annotations"][REF_NAME]) for m in index["manifests"]] == [
+        (image.digest, image.length, "v1")]
+    assert_blobs_intact(layout)
+
+
+def test_skopeo_copy_all_of_signed_index(skopeo: tuple[list[str], dict[str, str]], proxy: Proxy,
+                                         sandbox: Sandbox, tmp_path: Path) -> None:
+    argv, env = skopeo
+    image = sandbox.images["demo:multi"]
+    layout = tmp_path / "layout"
+    result = run([*argv, "copy", "--all", "--src-tls-verify=false", f"docker://{proxied(proxy, image)}",
+                  f"oci:{layout}:multi"], env=env, check=False)
+    assert result.returncode == 0, output(result)
+    index = json.loads((layout / "index.json").read_text())
+    assert [(m["digest"], m["mediaType"], m["annotations"][REF_NAME]) for m in index["manifests"]] == [
+        (image.digest, image.media_type, "multi")]
+    # --all: the index and every platform manifest it lists came through
+    copied = json.loads((layout / "blobs" / "sha256" / image.digest.removeprefix("sha256:")).read_bytes())
+    for child in copied["manifests"]:
+        assert (layout / "blobs" / "sha256" / child["digest"].removeprefix("sha256:")).is_file(), child
+    assert len(copied["manifests"]) == 2
+    assert_blobs_intact(layout)
+
+
+@pytest.mark.parametrize("key", ["demo:v1", "tsigned:v1"])
+def test_skopeo_inspect_raw_signed(skopeo: tuple[list[str], dict[str, str]], proxy: Proxy,
+                                   sandbox: Sandbox, key: str) -> None:
+    argv, env = skopeo
+    image = sandbox.images[key]
+    result = subprocess.run([*argv, "inspect", "--raw", "--tls-verify=false", f"docker://{proxied(proxy, image)}"],
+                            env=env, capture_output=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert "sha256:" + hashlib.sha256(result.stdout).hexdigest() == image.digest
+    assert len(result.stdout) == image.length
+
+
+@pytest.mark.parametrize("key", ["demo:dev", "notrust:latest"])
+def test_skopeo_inspect_unsigned_refused(skopeo: tuple[list[str], dict[str, str]], proxy: Proxy,
+                                         sandbox: Sandbox, key: str) -> None:
+    argv, env = skopeo
+    result = run([*argv, "inspect", "--raw", "--tls-verify=false",
+                  f"docker://{proxied(proxy, sandbox.images[key])}"], env=env, check=False)
+    assert result.returncode != 0, output(result)
+    assert REFUSED in result.stderr
+    assert refusal(sandbox, key) in result.stderr
+
+
+# ---------------------------------------------------------------------------
+# podman
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def podman(containers_conf: tuple[Path, dict[str, str]]) -> Iterator[tuple[list[str], dict[str, str]]]:
+    """podman with a storage of its own per test (no daemon: nothing to share or stop).
+
+    The storage lives in a short /tmp dir, removed afterwards: podman refuses
+    a runroot longer than 50 characters, which pytest's tmp_path is.
+    """
+    needs("podman")
+    _, env = containers_conf
+    workdir = Path(tempfile.mkdtemp(prefix="pg-podman-", dir="/tmp"))
+    try:
+        yield podman_cmd(workdir), env
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def podman_pull(podman: tuple[list[str], dict[str, str]], policy: Path,
+                ref: str) -> subprocess.CompletedProcess[str]:
+    argv, env = podman
+    return run([*argv, "pull", "--tls-verify=false", "--signature-policy", str(policy),
+                "--arch", PLATFORM_ARCH, ref], env=env, check=False)
+
+
+def podman_inspect(podman: tuple[list[str], dict[str, str]], ref: str) -> tuple[str, set[str]]:
+    """(manifest digest, repo digests) podman stored for *ref*."""
+    argv, env = podman
+    result = run([*argv, "image", "inspect", "--format", "{{.Digest}} {{json .RepoDigests}}", ref], env=env)
+    digest, repo_digests = result.stdout.strip().split(" ", 1)
+    return digest, set(json.loads(repo_digests))
+
+
+def test_podman_pull_signed_manifest(podman: tuple[list[str], dict[str, str]],
+                                     containers_conf: tuple[Path, dict[str, str]],
+                                     proxy: Proxy, sandbox: Sandbox) -> None:
+    image = sandbox.images["demo:v1"]
+    ref = proxied(proxy, image)
+    result = podman_pull(podman, containers_conf[0], ref)
+    assert result.returncode == 0, output(result)
+    assert podman_inspect(podman, ref) == (image.digest, {f"{proxy.host}/{image.name}@{image.digest}"})
+
+
+def test_podman_pull_signed_index(podman: tuple[list[str], dict[str, str]],
+                                  containers_conf: tuple[Path, dict[str, str]],
+                                  proxy: Proxy, sandbox: Sandbox) -> None:
+    image = sandbox.images["demo:multi"]
+    ref = proxied(proxy, image)
+    result = podman_pull(podman, containers_conf[0], ref)
+    assert result.returncode == 0, output(result)
+    child = platform_child(sandbox, "demo:multi")
+    # podman reports the digest it pulled by (the signed index) and stores the
+    # chosen platform manifest under its own digest as well
+    assert podman_inspect(podman, ref) == (image.digest, {f"{proxy.host}/{image.name}@{image.digest}",
+                                                          f"{proxy.host}/{image.name}@{child}"})
+
+
+@pytest.mark.parametrize("key", ["notrust:latest", "demo:dev"])
+def test_podman_pull_unsigned_refused(podman: tuple[list[str], dict[str, str]],
+                                      containers_conf: tuple[Path, dict[str, str]],
+                                      proxy: Proxy, sandbox: Sandbox, key: str) -> None:
+    result = podman_pull(podman, containers_conf[0], proxied(proxy, sandbox.images[key]))
+    assert result.returncode != 0, output(result)
+    assert REFUSED in result.stderr
+    assert refusal(sandbox, key) in result.stderr
+    argv, env = podman
+    assert run([*argv, "images", "-q"], env=env).stdout.strip() == ""
+
+
+# ---------------------------------------------------------------------------
+# containerd (ctr)
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def containerd_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
+    needs("containerd", "ctr")
+    with components():
+        daemon = start_containerd(tmp_path_factory.mktemp("containerd"))
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture
+def containerd(containerd_daemon: Containerd) -> Iterator[Containerd]:
+    """The module's containerd, emptied of images after the test."""
+    yield containerd_daemon
+    refs = containerd_daemon.ctr("images", "ls", "-q").stdout.split()
+    if refs:
+        containerd_daemon.ctr("images", "rm", "--sync", *refs)
+
+
+def ctr_images(daemon: Containerd) -> dict[str, tuple[str, str]]:
+    """``ctr images ls`` as {ref: (media type, digest)}."""
+    rows = daemon.ctr("images", "ls").stdout.splitlines()[1:]
+    return {ref: (media_type, digest) for ref, media_type, digest, *_ in (row.split() for row in rows if row)}
+
+
+@pytest.mark.parametrize("key", ["demo:v1", "demo:multi"])
+def test_ctr_pull_signed(containerd: Containerd, proxy: Proxy, sandbox: Sandbox, key: str) -> None:
+    image = sandbox.images[key]
+    ref = proxied(proxy, image)
+    result = containerd.ctr("images", "pull", "--plain-http", "--platform", f"linux/{PLATFORM_ARCH}", ref,
+                            check=False)
+    assert result.returncode == 0, output(result)
+    assert ctr_images(containerd) == {ref: (image.media_type, image.digest)}
+
+
+@pytest.mark.parametrize("key", ["demo:dev", "notrust:latest"])
+def test_ctr_pull_unsigned_refused(containerd: Containerd, proxy: Proxy, sandbox: Sandbox, key: str) -> None:
+    image = sandbox.images[key]
+    log = ProxyLog(proxy)
+    result = containerd.ctr("images", "pull", "--plain-http", proxied(proxy, image), check=False)
+    assert result.returncode != 0, output(result)
+    # containerd resolves a tag with HEAD only, and a HEAD answer has no body, so
+    # ctr can only report the status, never pullgate's error message ...
+    assert f"[manifests {image.tag}]: 403 Forbidden" in result.stderr
+    assert ctr_images(containerd) == {}
+    # ... which the proxy did send for exactly that HEAD (and logged)
+    assert (f"refused HEAD /v2/{image.name}/manifests/{image.tag}: {refusal(sandbox, key)}"
+            in log.new())
+
+
+# ---------------------------------------------------------------------------
+# dockerd (docker pull)
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
+    """A private dockerd on the host network (no netns).
+
+    Without a netns it reaches the loopback proxy and registry directly;
+    127.0.0.0/8 registries are plain HTTP by default, and a reference with an
+    explicit 127.0.0.1:PORT host never falls back to Docker Hub.
+    """
+    needs("docker", "dockerd")
+    with components():
+        daemon = start_dockerd(tmp_path_factory.mktemp("dockerd"))
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def dsigned(sandbox: Sandbox, dockerd: Dockerd) -> SeededImage:
+    """library/dsigned:v1, pushed by this dockerd with DOCKER_CONTENT_TRUST=1 to the registry itself."""
+    return seed_dsigned(sandbox, dockerd)
+
+
+@pytest.fixture
+def docker(dockerd: Dockerd) -> Iterator[Dockerd]:
+    """The module's dockerd, emptied of images after the test (so blobs are fetched every time)."""
+    yield dockerd
+    dockerd.docker("image", "prune", "--all", "--force")
+
+
+def docker_pull(daemon: Dockerd, ref: str) -> subprocess.CompletedProcess[str]:
+    # the CLI's own content trust stays off: pullgate is what enforces it here
+    return daemon.docker("pull", ref, env={"DOCKER_CONTENT_TRUST": "0"}, check=False, timeout=120)
+
+
+def assert_docker_pulled(daemon: Dockerd, proxy: Proxy, image: SeededImage) -> None:
+    ref = proxied(proxy, image)
+    result = docker_pull(daemon, ref)
+    assert result.returncode == 0, output(result)
+    assert re.findall(r"^Digest: (\S+)$", result.stdout, re.M) == [image.digest], result.stdout
+    inspected = daemon.docker("image", "inspect", "--format", "{{json .RepoDigests}}", ref)
+    assert f"{proxy.host}/{image.name}@{image.digest}" in json.loads(inspected.stdout)
+
+
+@pytest.mark.parametrize("key", ["demo:v1", "demo:multi", "tsigned:v1"])
+def test_docker_pull_signed(docker: Dockerd, proxy: Proxy, sandbox: Sandbox, key: str) -> None:
+    assert_docker_pulled(docker, proxy, sandbox.images[key])
+
+
+def test_docker_pull_docker_push_signed(docker: Dockerd, dsigned: SeededImage, proxy: Proxy,
+                                        sandbox: Sandbox) -> None:
+    assert dsigned.signed and dsigned.role == "targets"
+    found = sandbox.notary_cli.lookup(sandbox.gun(dsigned.name), dsigned.tag)
+    assert found.stdout.split() == [dsigned.tag, dsigned.digest, str(dsigned.length)], output(found)
+    assert_docker_pulled(docker, proxy, dsigned)
+
+
+@pytest.mark.parametrize("key", ["demo:dev", "notrust:latest"])
+def test_docker_pull_unsigned_refused(docker: Dockerd, proxy: Proxy, sandbox: Sandbox, key: str) -> None:
+    ref = proxied(proxy, sandbox.images[key])
+    result = docker_pull(docker, ref)
+    assert result.returncode != 0, output(result)
+    assert REFUSED in result.stderr
+    assert refusal(sandbox, key) in result.stderr
+    assert docker.docker("image", "inspect", ref, check=False).returncode != 0
+
+
+# ---------------------------------------------------------------------------
+# the missing-tool rule this module relies on
+# ---------------------------------------------------------------------------
+
+
+def test_missing_client_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        needs("pullgate-no-such-client")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        needs("pullgate-no-such-client")

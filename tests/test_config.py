@@ -1,0 +1,106 @@
+"""Settings and the command line: bad input is one line naming the setting, exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from proxy.config import ConfigError, Listen, build, load, parse_listen
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = {"upstream": "http://127.0.0.1:5000", "notary": "https://127.0.0.1:4443"}
+
+
+def pullgate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "proxy", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=30)
+
+
+def test_flags_alone_make_a_config_with_docker_style_gun_prefix() -> None:
+    config = build({}, BASE)
+    assert config.upstream.registry == "http://127.0.0.1:5000"
+    assert config.upstream.gun_prefix == "127.0.0.1:5000"
+    assert config.listen == Listen("127.0.0.1", 5050)
+    assert config.role_order == ("targets/releases", "targets")
+
+
+def test_flags_override_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("listen: 127.0.0.1:6000\nupstream:\n  registry: http://a:1\n  notary: https://n:2\n"
+                    "  gun_prefix: registry.example.com\ntrust:\n  refresh_interval: 5\n")
+    config = load(path, {"listen": "[::1]:7000", "upstream": None})
+    assert config.listen == Listen("::1", 7000)
+    assert str(config.listen) == "[::1]:7000"
+    assert config.upstream.registry == "http://a:1"
+    assert config.upstream.gun_prefix == "registry.example.com"
+    assert config.refresh_interval == 5
+
+
+def test_sample_config_parses_apart_from_its_placeholder_ca() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(REPO / "config" / "pullgate.yaml", {})
+    assert caught.value.setting == "upstream.notary_ca"
+
+
+@pytest.mark.parametrize("document, overrides, setting", [
+    ({}, {"notary": "https://n"}, "upstream.registry"),
+    ({}, {"upstream": "ftp://x", "notary": "https://n"}, "upstream.registry"),
+    ({}, {"upstream": "http://x/v2", "notary": "https://n"}, "upstream.registry"),
+    ({}, {"upstream": "http://x:99999", "notary": "https://n"}, "upstream.registry"),
+    ({}, {"upstream": "http://x"}, "upstream.notary"),
+    ({"listen": "nowhere"}, BASE, "listen"),
+    ({"listen": "::1:5050"}, BASE, "listen"),
+    ({"trust": {"refresh_interval": -1}}, BASE, "trust.refresh_interval"),
+    ({"trust": {"roles": ["releases"]}}, BASE, "trust.roles"),
+    ({"trust": {"colour": 1}}, BASE, "trust.colour"),
+    ({"upstreams": []}, BASE, "upstreams"),
+])
+def test_bad_settings_name_the_setting(document: dict, overrides: dict, setting: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build(document, overrides)
+    assert caught.value.setting == setting
+    assert str(caught.value).startswith(f"{setting}: ")
+
+
+def test_parse_listen_accepts_ipv6_in_brackets() -> None:
+    assert parse_listen("[::1]:5050") == Listen("::1", 5050)
+
+
+def test_cli_config_error_is_one_line_and_exit_2() -> None:
+    result = pullgate("serve", "--upstream", "http://127.0.0.1:5000")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "pullgate: config error: upstream.notary: required: an http:// or https:// URL"
+    ]
+
+
+def test_cli_bad_flag_is_one_line_and_exit_2() -> None:
+    result = pullgate("serve", "--listne", "x")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "--listne" in result.stderr
+
+
+def test_cli_unreadable_yaml_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("upstream: [unclosed\n")
+    result = pullgate("serve", "--config", str(path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"pullgate: config error: --config: {path} is not valid YAML")
+
+
+def test_cli_missing_config_file_is_one_line(tmp_path: Path) -> None:
+    result = pullgate("check", "--config", str(tmp_path / "none.yaml"), "library/demo:v1")
+    assert result.returncode == 2
+    assert "No such file or directory" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_check_refuses_a_malformed_reference() -> None:
+    result = pullgate("check", "--upstream", "http://127.0.0.1:5000", "--notary", "https://127.0.0.1:4443",
+                      "Library/Demo")
+    assert result.returncode == 2
+    assert "expected NAME:TAG" in result.stderr

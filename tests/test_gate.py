@@ -1,0 +1,283 @@
+"""The gate end to end: pullgate as a process, in front of the real registry and notary server.
+
+Faults are injected by fronts (tests/faults.py) placed between pullgate and
+the real servers; the real servers hold the real signed data.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.faults import Fault, FaultServer, flip_last_byte
+from tests.realenv.procs import free_port
+from tests.realenv.pullgate import REPO_ROOT, Proxy, start_proxy
+from tests.realenv.sandbox import Sandbox
+
+MANIFEST_TYPES = {
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+}
+
+
+@pytest.fixture
+def fronts(sandbox: Sandbox) -> Iterator[tuple[FaultServer, FaultServer]]:
+    registry = FaultServer(sandbox.registry.url).start()
+    notary = FaultServer(sandbox.notary.url, verify=sandbox.ca.ssl_context()).start()
+    yield registry, notary
+    registry.stop()
+    notary.stop()
+
+
+@pytest.fixture
+def gated(sandbox: Sandbox, fronts: tuple[FaultServer, FaultServer], tmp_path: Path) -> Iterator[Proxy]:
+    """pullgate whose registry and trust server are the fault fronts (no caching between checks)."""
+    registry, notary = fronts
+    running = start_proxy(tmp_path, registry.url, notary.url, sandbox.ca.ca_cert,
+                          extra=("--gun-prefix", sandbox.registry.host, "--refresh-interval", "0"))
+    yield running
+    running.stop()
+
+
+def get(proxy: Proxy, path: str, method: str = "GET", **kwargs: object) -> httpx.Response:
+    return httpx.request(method, proxy.url + path, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+
+def error_of(response: httpx.Response) -> dict:
+    assert response.headers["content-type"] == "application/json"
+    errors = response.json()["errors"]
+    assert len(errors) == 1 and set(errors[0]) == {"code", "message", "detail"}
+    return errors[0]
+
+
+def registry_manifest(sandbox: Sandbox, name: str, reference: str) -> httpx.Response:
+    return httpx.get(f"{sandbox.registry.url}/v2/{name}/manifests/{reference}",
+                     headers={"Accept": ", ".join(MANIFEST_TYPES)})
+
+
+def layer_of(sandbox: Sandbox, key: str) -> tuple[str, int]:
+    image = sandbox.images[key]
+    layer = registry_manifest(sandbox, image.name, image.digest).json()["layers"][0]
+    return layer["digest"], layer["size"]
+
+
+# -- the verdicts ---------------------------------------------------------------------
+
+
+def test_base_endpoint(proxy: Proxy) -> None:
+    response = get(proxy, "/v2/")
+    assert response.status_code == 200
+    assert response.json() == {}
+    assert response.headers["docker-distribution-api-version"] == "registry/2.0"
+
+
+@pytest.mark.parametrize("key", ["demo:v1", "demo:multi", "tsigned:v1"])
+def test_signed_tag_is_served_with_the_registry_s_exact_bytes(proxy: Proxy, sandbox: Sandbox, key: str) -> None:
+    image = sandbox.images[key]
+    response = get(proxy, f"/v2/{image.name}/manifests/{image.tag}",
+                   headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    direct = registry_manifest(sandbox, image.name, image.digest)
+    assert response.status_code == 200
+    assert response.content == direct.content
+    assert response.headers["docker-content-digest"] == image.digest
+    assert response.headers["content-length"] == str(image.length)
+    assert response.headers["content-type"] == direct.headers["content-type"] == image.media_type
+    assert response.headers["docker-distribution-api-version"] == "registry/2.0"
+
+
+def test_head_answers_the_same_headers_without_a_body(proxy: Proxy, sandbox: Sandbox) -> None:
+    image = sandbox.images["demo:v1"]
+    got = get(proxy, "/v2/library/demo/manifests/v1")
+    head = get(proxy, "/v2/library/demo/manifests/v1", method="HEAD")
+    assert head.status_code == 200 and head.content == b""
+    for name in ("content-type", "content-length", "docker-content-digest"):
+        assert head.headers[name] == got.headers[name]
+    refused = get(proxy, "/v2/library/demo/manifests/dev", method="HEAD")
+    assert refused.status_code == 403 and refused.content == b""
+    assert refused.headers["content-type"] == "application/json"
+    assert image.signed
+
+
+def test_unsigned_tag_is_refused_as_docker_did(proxy: Proxy, sandbox: Sandbox) -> None:
+    response = get(proxy, "/v2/library/demo/manifests/dev")
+    gun = sandbox.gun("library/demo")
+    assert response.status_code == 403
+    error = error_of(response)
+    assert error["code"] == "DENIED"
+    assert error["message"] == f"remote trust data does not exist for {gun}:dev: No valid trust data for dev"
+
+
+def test_repository_without_trust_data_is_refused_as_docker_did(proxy: Proxy, sandbox: Sandbox) -> None:
+    response = get(proxy, "/v2/library/notrust/manifests/latest")
+    gun = sandbox.gun("library/notrust")
+    assert response.status_code == 403
+    assert error_of(response)["message"] == (
+        f"remote trust data does not exist for {gun}: {sandbox.notary.host} does not have trust data for {gun}"
+    )
+
+
+def test_digest_of_a_signed_tag_and_of_an_index_child_are_served(proxy: Proxy, sandbox: Sandbox) -> None:
+    v1, multi = sandbox.images["demo:v1"], sandbox.images["demo:multi"]
+    assert get(proxy, f"/v2/library/demo/manifests/{v1.digest}").status_code == 200
+    index = get(proxy, f"/v2/library/demo/manifests/{multi.digest}").json()
+    for child in index["manifests"]:
+        response = get(proxy, f"/v2/library/demo/manifests/{child['digest']}")
+        assert response.status_code == 200
+        assert response.headers["docker-content-digest"] == child["digest"]
+        assert len(response.content) == child["size"]
+
+
+def test_digest_that_no_signed_tag_leads_to_is_refused(gated: Proxy, sandbox: Sandbox,
+                                                        fronts: tuple[FaultServer, FaultServer]) -> None:
+    stranger = sandbox.images["notrust:latest"].digest
+    response = get(gated, f"/v2/library/demo/manifests/{stranger}")
+    assert response.status_code == 403
+    error = error_of(response)
+    assert error["code"] == "DENIED"
+    assert error["message"].startswith(f"manifest {stranger} is not signed for {sandbox.gun('library/demo')}")
+    assert not any(stranger in seen.path for seen in fronts[0].seen), "an unsigned digest reached the registry"
+
+
+def test_manifest_is_fetched_by_digest_with_every_accept_value(gated: Proxy, sandbox: Sandbox,
+                                                               fronts: tuple[FaultServer, FaultServer]) -> None:
+    image = sandbox.images["demo:v1"]
+    client_accept = [("Accept", "application/vnd.docker.distribution.manifest.v1+prettyjws"),
+                     ("Accept", "application/json")]
+    assert get(gated, "/v2/library/demo/manifests/v1", headers=client_accept).status_code == 200
+    fetches = [s for s in fronts[0].seen if "/manifests/" in s.path]
+    assert [s.path for s in fetches] == [f"/v2/library/demo/manifests/{image.digest}"]
+    sent = {v.strip() for line in fetches[0].headers["accept"] for v in line.split(",")}
+    assert sent == MANIFEST_TYPES | {"application/vnd.docker.distribution.manifest.v1+prettyjws", "application/json"}
+
+
+def test_tags_list_holds_only_signed_tags(proxy: Proxy) -> None:
+    response = get(proxy, "/v2/library/demo/tags/list")
+    assert response.json() == {"name": "library/demo", "tags": ["multi", "v1"]}
+    first = get(proxy, "/v2/library/demo/tags/list?n=1")
+    assert first.json()["tags"] == ["multi"]
+    assert first.headers["link"] == '</v2/library/demo/tags/list?n=1&last=multi>; rel="next"'
+    assert get(proxy, "/v2/library/demo/tags/list?n=1&last=multi").json()["tags"] == ["v1"]
+
+
+# -- fail closed ---------------------------------------------------------------------
+
+
+def test_trust_server_that_cannot_be_reached_is_503_not_unsigned(sandbox: Sandbox, tmp_path: Path) -> None:
+    dead = f"https://127.0.0.1:{free_port()}"
+    running = start_proxy(tmp_path, sandbox.registry.url, dead, sandbox.ca.ca_cert)
+    try:
+        response = get(running, "/v2/library/demo/manifests/v1")
+    finally:
+        running.stop()
+    assert response.status_code == 503
+    error = error_of(response)
+    assert error["code"] == "UNAVAILABLE"
+    assert error["message"].startswith(f"cannot verify {sandbox.gun('library/demo')}: trust server 127.0.0.1:")
+    assert "does not exist" not in error["message"]
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_trust_server_5xx_is_503(gated: Proxy, fronts: tuple[FaultServer, FaultServer], status: int) -> None:
+    fronts[1].faults["/timestamp.json"] = Fault(status=status, body=b"<html>oops</html>")
+    response = get(gated, "/v2/library/demo/manifests/v1")
+    assert response.status_code == 503
+    assert f"timestamp.json: HTTP {status}" in error_of(response)["message"]
+
+
+def test_tampered_delegation_is_refused_naming_the_check(gated: Proxy, sandbox: Sandbox,
+                                                         fronts: tuple[FaultServer, FaultServer]) -> None:
+    # matches both the checksum name and the plain name of the delegation's file
+    fronts[1].faults["/targets/releases."] = Fault(mutate=lambda b: b.replace(b'"v1"', b'"v2"'))
+    response = get(gated, "/v2/library/demo/manifests/v1")
+    assert response.status_code == 403
+    error = error_of(response)
+    assert error["detail"]["role"] == "targets/releases"
+    assert error["detail"]["check"] == "hash"
+    assert error["message"].startswith(f"trust data for {sandbox.gun('library/demo')} failed verification")
+
+
+def test_manifest_bytes_that_differ_from_the_signed_digest_are_refused(
+        gated: Proxy, sandbox: Sandbox, fronts: tuple[FaultServer, FaultServer]) -> None:
+    image = sandbox.images["demo:v1"]
+    fronts[0].faults[f"/manifests/{image.digest}"] = Fault(mutate=lambda b: b.replace(b"amd64", b"arm64")
+                                                           if b"amd64" in b else b[:-1] + b" ")
+    response = get(gated, "/v2/library/demo/manifests/v1")
+    assert response.status_code == 502
+    error = error_of(response)
+    assert error["code"] == "MANIFEST_INVALID"
+    assert image.digest in error["message"]
+
+
+# -- blobs -------------------------------------------------------------------------
+
+
+def test_blob_streams_with_digest_and_length(proxy: Proxy, sandbox: Sandbox) -> None:
+    digest, size = layer_of(sandbox, "demo:v1")
+    response = get(proxy, f"/v2/library/demo/blobs/{digest}")
+    assert response.status_code == 200
+    assert len(response.content) == size
+    assert response.headers["docker-content-digest"] == digest
+    head = get(proxy, f"/v2/library/demo/blobs/{digest}", method="HEAD")
+    assert head.status_code == 200 and head.headers["content-length"] == str(size) and head.content == b""
+
+
+@pytest.mark.parametrize("fault", [Fault(mutate=flip_last_byte), Fault(cut_after=10)], ids=["flipped", "cut"])
+def test_blob_with_wrong_bytes_aborts_the_connection(gated: Proxy, sandbox: Sandbox,
+                                                     fronts: tuple[FaultServer, FaultServer], fault: Fault) -> None:
+    digest, size = layer_of(sandbox, "demo:v1")
+    fronts[0].faults[f"/blobs/{digest}"] = fault
+    received = bytearray()
+    with pytest.raises(httpx.RemoteProtocolError):
+        with httpx.stream("GET", f"{gated.url}/v2/library/demo/blobs/{digest}", timeout=30) as response:
+            assert response.status_code == 200
+            for chunk in response.iter_raw():
+                received += chunk
+    assert len(received) < size
+    fronts[0].faults.clear()
+    assert len(get(gated, f"/v2/library/demo/blobs/{digest}").content) == size
+
+
+# -- everything else ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method, path, status, code", [
+    ("PUT", "/v2/library/demo/manifests/v1", 405, "UNSUPPORTED"),
+    ("DELETE", "/v2/library/demo/manifests/v1", 405, "UNSUPPORTED"),
+    ("POST", "/v2/library/demo/blobs/uploads/", 405, "UNSUPPORTED"),
+    ("PATCH", "/v2/library/demo/blobs/uploads/x", 405, "UNSUPPORTED"),
+    ("GET", "/v2/_catalog", 404, "UNSUPPORTED"),
+    ("GET", "/v2/Library/Demo/manifests/v1", 400, "NAME_INVALID"),
+    ("GET", "/v2/library/demo/manifests/-bad", 400, "MANIFEST_INVALID"),
+    ("GET", "/v2/library/demo/manifests/md5:abc", 400, "DIGEST_INVALID"),
+    ("GET", "/v2/library/demo/blobs/sha512:" + "a" * 128, 400, "DIGEST_INVALID"),
+    ("GET", "/elsewhere", 404, "UNSUPPORTED"),
+])
+def test_everything_else_is_registry_error_json(proxy: Proxy, method: str, path: str, status: int,
+                                                code: str) -> None:
+    response = get(proxy, path, method=method)
+    assert response.status_code == status
+    assert error_of(response)["code"] == code
+    assert response.headers["docker-distribution-api-version"] == "registry/2.0"
+
+
+def test_check_command_resolves_like_notary_lookup(sandbox: Sandbox, tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "proxy", "check", "--upstream", sandbox.registry.url,
+            "--notary", sandbox.notary.url, "--notary-ca", str(sandbox.ca.ca_cert), "--state-dir", str(tmp_path)]
+    image = sandbox.images["demo:v1"]
+    ok = subprocess.run([*base, "library/demo:v1"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.split() == [f"{sandbox.gun('library/demo')}:v1", image.digest, str(image.length),
+                                 "targets/releases"]
+    bad = subprocess.run([*base, "library/demo:dev"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    assert bad.returncode == 1
+    assert "No valid trust data for dev" in bad.stderr
+    stored = json.loads(next((tmp_path / "trust").glob("*.json")).read_text())
+    assert stored["gun"] == sandbox.gun("library/demo") and stored["versions"]["root"] >= 1
