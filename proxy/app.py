@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from proxy.auth import ChallengeAuth
 from proxy.config import Config
 from proxy.errors import RegistryError, from_trust_error
 from proxy.gate import Gate
@@ -63,17 +64,23 @@ class Services:
 
 
 def build_services(config: Config, notary_http: httpx.AsyncClient, registry_http: httpx.AsyncClient) -> Services:
-    upstream = Upstream(config.upstream.registry, registry_http)
+    upstream_config, trust = config.upstream, config.trust
+    upstream = Upstream(upstream_config.registry, registry_http)
+    gun_prefix = upstream_config.gun_prefix
     notary = NotaryClient(
         NotarySettings(
-            url=config.upstream.notary,
-            refresh_interval=config.refresh_interval,
-            role_order=config.role_order,
+            url=upstream_config.notary,
+            refresh_interval=trust.refresh_interval,
+            role_order=trust.role_order,
+            role_orders={f"{gun_prefix}/{name}": roles for name, roles in trust.repository_roles.items()},
+            max_metadata_bytes=trust.max_metadata_bytes,
+            grace=trust.grace,
+            pinning=upstream_config.pinning,
         ),
         TrustStore(config.state_dir),
         notary_http,
     )
-    gate = Gate(notary, upstream, config.upstream.gun_prefix, config.manifest_cache_bytes)
+    gate = Gate(notary, upstream, gun_prefix, config.manifest_cache_bytes)
     return Services(gate=gate, upstream=upstream)
 
 
@@ -86,7 +93,8 @@ def notary_verify(config: Config) -> ssl.SSLContext | bool:
 @contextlib.asynccontextmanager
 async def open_services(config: Config) -> AsyncIterator[Services]:
     """The HTTP clients and the gate, closed when the block ends."""
-    async with client(config.trust_timeout, notary_verify(config)) as notary_http, \
+    notary_auth = ChallengeAuth(config.upstream.notary_auth)
+    async with client(config.trust_timeout, notary_verify(config), notary_auth) as notary_http, \
             client(config.upstream_timeout) as registry_http:
         yield build_services(config, notary_http, registry_http)
 

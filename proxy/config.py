@@ -6,14 +6,17 @@ and exit 2 instead of failing later with a traceback.
 """
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+from cryptography import x509
 
+from proxy.auth import Credentials
 from proxy.names import NAME
+from proxy.trust.pinning import Pinning
 from proxy.trust.repository import DEFAULT_ROLE_ORDER
 
 DEFAULT_LISTEN = "127.0.0.1:5050"
@@ -44,6 +47,19 @@ class UpstreamConfig:
     notary: str
     notary_ca: Path | None
     gun_prefix: str
+    notary_auth: Credentials | None = None
+    pinning: Pinning = field(default_factory=Pinning)
+
+
+@dataclass(frozen=True)
+class TrustConfig:
+    """How trust data is used; ``repository_roles`` maps a repository name to its own role order."""
+
+    refresh_interval: float = 30.0
+    role_order: tuple[str, ...] = DEFAULT_ROLE_ORDER
+    repository_roles: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    grace: float = 0.0
+    max_metadata_bytes: int = 100 << 20
 
 
 @dataclass(frozen=True)
@@ -51,8 +67,7 @@ class Config:
     listen: Listen
     upstream: UpstreamConfig
     state_dir: Path
-    refresh_interval: float
-    role_order: tuple[str, ...]
+    trust: TrustConfig
     manifest_cache_bytes: int
     trust_timeout: float
     upstream_timeout: float
@@ -122,6 +137,8 @@ def load_file(path: Path) -> dict[str, Any]:
 
 
 TOP_LEVEL = {"listen", "state_dir", "upstream", "trust", "cache", "timeouts"}
+UPSTREAM_KEYS = {"registry", "notary", "notary_ca", "gun_prefix", "notary_auth", "pinning"}
+TRUST_KEYS = {"refresh_interval", "roles", "repositories", "grace", "max_metadata_bytes"}
 
 
 def build(document: dict[str, Any], overrides: dict[str, Any]) -> Config:
@@ -129,43 +146,113 @@ def build(document: dict[str, Any], overrides: dict[str, Any]) -> Config:
     unknown = sorted(set(document) - TOP_LEVEL)
     if unknown:
         raise ConfigError(unknown[0], f"unknown setting (known: {', '.join(sorted(TOP_LEVEL))})")
-    upstream = _section(document, "upstream", {"registry", "notary", "notary_ca", "gun_prefix"})
-    trust = _section(document, "trust", {"refresh_interval", "roles"})
     cache = _section(document, "cache", {"manifest_bytes"})
     timeouts = _section(document, "timeouts", {"trust", "upstream"})
-
-    def pick(flag: str, section: dict[str, Any], key: str, default: Any = None) -> Any:
-        value = overrides.get(flag)
-        return value if value is not None else section.get(key, default)
-
-    registry = _url(pick("upstream", upstream, "registry"), "upstream.registry")
-    notary = _url(pick("notary", upstream, "notary"), "upstream.notary")
-    ca = pick("notary_ca", upstream, "notary_ca")
-    notary_ca = Path(ca) if ca else None
-    if notary_ca is not None and not notary_ca.is_file():
-        raise ConfigError("upstream.notary_ca", f"no such file: {notary_ca}")
-    prefix = pick("gun_prefix", upstream, "gun_prefix") or urlsplit(registry).netloc
-    if not isinstance(prefix, str) or "://" in prefix or prefix.endswith("/"):
-        raise ConfigError("upstream.gun_prefix", f"must be a host[:port][/path] prefix, got {prefix!r}")
-    roles = trust.get("roles", list(DEFAULT_ROLE_ORDER))
-    if not isinstance(roles, list) or not roles or not all(
-        isinstance(r, str) and (r == "targets" or (r.startswith("targets/") and NAME.match(r))) for r in roles
-    ):
-        raise ConfigError("trust.roles", "must be a list of roles such as [targets/releases, targets]")
-    listen_text = pick("listen", document, "listen", DEFAULT_LISTEN)
-    state = pick("state_dir", document, "state_dir")
+    listen = overrides.get("listen") or document.get("listen", DEFAULT_LISTEN)
+    state = overrides.get("state_dir") or document.get("state_dir")
     return Config(
-        listen=parse_listen(listen_text),
-        upstream=UpstreamConfig(registry=registry, notary=notary, notary_ca=notary_ca, gun_prefix=prefix),
+        listen=parse_listen(listen),
+        upstream=_upstream(_section(document, "upstream", UPSTREAM_KEYS), overrides),
         state_dir=Path(state) if state else default_state_dir(),
-        refresh_interval=_number(pick("refresh_interval", trust, "refresh_interval", 30), "trust.refresh_interval", 0),
-        role_order=tuple(roles),
+        trust=_trust(_section(document, "trust", TRUST_KEYS), overrides),
         manifest_cache_bytes=int(_number(cache.get("manifest_bytes", 64 << 20), "cache.manifest_bytes", 0)),
         trust_timeout=_number(timeouts.get("trust", 10), "timeouts.trust", 0.1),
         upstream_timeout=_number(timeouts.get("upstream", 30), "timeouts.upstream", 0.1),
     )
 
 
+def _pick(overrides: dict[str, Any], flag: str, section: dict[str, Any], key: str, default: Any = None) -> Any:
+    value = overrides.get(flag)
+    return value if value is not None else section.get(key, default)
+
+
+def _upstream(section: dict[str, Any], overrides: dict[str, Any]) -> UpstreamConfig:
+    registry = _url(_pick(overrides, "upstream", section, "registry"), "upstream.registry")
+    notary = _url(_pick(overrides, "notary", section, "notary"), "upstream.notary")
+    ca = _pick(overrides, "notary_ca", section, "notary_ca")
+    prefix = _pick(overrides, "gun_prefix", section, "gun_prefix") or urlsplit(registry).netloc
+    if not isinstance(prefix, str) or "://" in prefix or prefix.endswith("/"):
+        raise ConfigError("upstream.gun_prefix", f"must be a host[:port][/path] prefix, got {prefix!r}")
+    return UpstreamConfig(
+        registry=registry,
+        notary=notary,
+        notary_ca=_file(ca, "upstream.notary_ca") if ca else None,
+        gun_prefix=prefix,
+        notary_auth=_credentials(section.get("notary_auth"), "upstream.notary_auth"),
+        pinning=_pinning(section.get("pinning"), "upstream.pinning"),
+    )
+
+
+def _trust(section: dict[str, Any], overrides: dict[str, Any]) -> TrustConfig:
+    repositories = section.get("repositories") or {}
+    if not isinstance(repositories, dict):
+        raise ConfigError("trust.repositories", "must map repository names to {roles: [...]}")
+    repository_roles = {}
+    for name, settings in repositories.items():
+        setting = f"trust.repositories.{name}"
+        if not isinstance(name, str) or not NAME.match(name):
+            raise ConfigError(setting, "is not a valid repository name")
+        if not isinstance(settings, dict) or set(settings) != {"roles"}:
+            raise ConfigError(setting, "must be {roles: [...]}")
+        repository_roles[name] = _roles(settings["roles"], f"{setting}.roles")
+    refresh = _pick(overrides, "refresh_interval", section, "refresh_interval", 30)
+    return TrustConfig(
+        refresh_interval=_number(refresh, "trust.refresh_interval", 0),
+        role_order=_roles(section.get("roles", list(DEFAULT_ROLE_ORDER)), "trust.roles"),
+        repository_roles=repository_roles,
+        grace=_number(section.get("grace", 0), "trust.grace", 0),
+        max_metadata_bytes=int(_number(section.get("max_metadata_bytes", 100 << 20), "trust.max_metadata_bytes", 1)),
+    )
+
+
+def _roles(value: Any, setting: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(
+        isinstance(r, str) and (r == "targets" or (r.startswith("targets/") and NAME.match(r))) for r in value
+    ):
+        raise ConfigError(setting, "must be a list of roles such as [targets/releases, targets]")
+    return tuple(value)
+
+
+def _file(value: Any, setting: str) -> Path:
+    path = Path(str(value))
+    if not path.is_file():
+        raise ConfigError(setting, f"no such file: {path}")
+    return path
+
+
+def _credentials(value: Any, setting: str) -> Credentials | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"username", "password"} or not all(
+        isinstance(v, str) for v in value.values()
+    ):
+        raise ConfigError(setting, "must be {username: ..., password: ...}")
+    return Credentials(value["username"], value["password"])
+
+
+def _pinning(value: Any, setting: str) -> Pinning:
+    """``{keys: {GUN: [key IDs]}, ca: {GUN or prefix: PEM file}, disable_tofu: bool}``."""
+    if value is None:
+        return Pinning()
+    if not isinstance(value, dict) or set(value) - {"keys", "ca", "disable_tofu"}:
+        raise ConfigError(setting, "must be a mapping with keys, ca and disable_tofu")
+    keys = value.get("keys") or {}
+    if not isinstance(keys, dict) or not all(
+        isinstance(ids, list) and ids and all(isinstance(i, str) and len(i) == 64 for i in ids) for ids in keys.values()
+    ):
+        raise ConfigError(f"{setting}.keys", "must map each GUN to a list of 64-hex-digit key IDs")
+    cas = {}
+    for prefix, path in (value.get("ca") or {}).items():
+        file = _file(path, f"{setting}.ca.{prefix}")
+        try:
+            cas[str(prefix)] = tuple(x509.load_pem_x509_certificates(file.read_bytes()))
+        except ValueError as exc:
+            raise ConfigError(f"{setting}.ca.{prefix}", f"{file} holds no PEM certificate: {exc}") from None
+    tofu = value.get("disable_tofu", False)
+    if not isinstance(tofu, bool):
+        raise ConfigError(f"{setting}.disable_tofu", "must be true or false")
+    return Pinning(keys={g: frozenset(ids) for g, ids in keys.items()}, cas=cas, tofu=not tofu)
+
+
 def load(path: Path | None, overrides: dict[str, Any]) -> Config:
     return build(load_file(path) if path else {}, overrides)
-

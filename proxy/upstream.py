@@ -6,6 +6,7 @@ they are errors: they become pullgate's own error JSON, with the upstream's
 status in the message.
 """
 
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -108,9 +109,10 @@ class Upstream:
         return unavailable(f"upstream registry {self.host} is unavailable: {type(exc).__name__}: {exc}")
 
 
-def client(timeout: float, verify: bool | str = True) -> httpx.AsyncClient:
+def client(timeout: float, verify: ssl.SSLContext | bool = True, auth: httpx.Auth | None = None) -> httpx.AsyncClient:
     """The shared client: identity encoding, bounded redirects, generous pool."""
     return httpx.AsyncClient(
+        auth=auth,
         timeout=httpx.Timeout(timeout),
         headers={"Accept-Encoding": "identity", "User-Agent": "pullgate"},
         max_redirects=MAX_REDIRECTS,

@@ -24,7 +24,7 @@ def test_flags_alone_make_a_config_with_docker_style_gun_prefix() -> None:
     assert config.upstream.registry == "http://127.0.0.1:5000"
     assert config.upstream.gun_prefix == "127.0.0.1:5000"
     assert config.listen == Listen("127.0.0.1", 5050)
-    assert config.role_order == ("targets/releases", "targets")
+    assert config.trust.role_order == ("targets/releases", "targets")
 
 
 def test_flags_override_the_file(tmp_path: Path) -> None:
@@ -36,7 +36,7 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     assert str(config.listen) == "[::1]:7000"
     assert config.upstream.registry == "http://a:1"
     assert config.upstream.gun_prefix == "registry.example.com"
-    assert config.refresh_interval == 5
+    assert config.trust.refresh_interval == 5
 
 
 def test_sample_config_parses_apart_from_its_placeholder_ca() -> None:
@@ -57,6 +57,12 @@ def test_sample_config_parses_apart_from_its_placeholder_ca() -> None:
     ({"trust": {"roles": ["releases"]}}, BASE, "trust.roles"),
     ({"trust": {"colour": 1}}, BASE, "trust.colour"),
     ({"upstreams": []}, BASE, "upstreams"),
+    ({"trust": {"repositories": {"library/demo": {"roles": []}}}}, BASE, "trust.repositories.library/demo.roles"),
+    ({"trust": {"repositories": {"Bad": {"roles": ["targets"]}}}}, BASE, "trust.repositories.Bad"),
+    ({"upstream": {"pinning": {"keys": {"g": ["short"]}}}}, BASE, "upstream.pinning.keys"),
+    ({"upstream": {"pinning": {"ca": {"g/": "/nonexistent.pem"}}}}, BASE, "upstream.pinning.ca.g/"),
+    ({"upstream": {"pinning": {"disable_tofu": "yes"}}}, BASE, "upstream.pinning.disable_tofu"),
+    ({"upstream": {"notary_auth": {"username": "u"}}}, BASE, "upstream.notary_auth"),
 ])
 def test_bad_settings_name_the_setting(document: dict, overrides: dict, setting: str) -> None:
     with pytest.raises(ConfigError) as caught:
@@ -104,3 +110,14 @@ def test_check_refuses_a_malformed_reference() -> None:
                       "Library/Demo")
     assert result.returncode == 2
     assert "expected NAME:TAG" in result.stderr
+
+
+def test_pinning_and_per_repository_roles_are_read(tmp_path: Path) -> None:
+    config = build({"trust": {"repositories": {"library/demo": {"roles": ["targets/releases"]}}, "grace": 60},
+                    "upstream": {"pinning": {"keys": {"reg/library/demo": ["a" * 64]}, "disable_tofu": True},
+                                 "notary_auth": {"username": "u", "password": "p"}}}, BASE)
+    assert config.trust.repository_roles == {"library/demo": ("targets/releases",)}
+    assert config.trust.grace == 60
+    assert config.upstream.pinning.pinned_keys("reg/library/demo") == frozenset({"a" * 64})
+    assert config.upstream.pinning.tofu is False
+    assert config.upstream.notary_auth is not None and config.upstream.notary_auth.username == "u"

@@ -7,9 +7,10 @@ the verified answer in memory for ``refresh_interval`` seconds, then re-checks
 the timestamp alone, and lets concurrent cold lookups of one GUN fetch once.
 """
 
+import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httpx
@@ -18,20 +19,32 @@ from cachetools import LRUCache
 from proxy.singleflight import SingleFlight
 from proxy.trust.errors import NoTrustData, TrustServerUnavailable, VerificationFailed
 from proxy.trust.metadata import FileMeta, parse_envelope, parse_root
+from proxy.trust.pinning import Pinning, check_root
 from proxy.trust.repository import DEFAULT_ROLE_ORDER, TrustedRepository
 from proxy.trust.store import StoredTrust, TrustStore
 from proxy.trust.trusted_set import TOP_TARGETS, TrustedSet
 
 TIMESTAMP_MAX_BYTES = 1 << 20
 CACHED_GUNS = 4096
+log = logging.getLogger("pullgate.trust")
 
 
 @dataclass(frozen=True)
 class NotarySettings:
+    """``grace``: seconds past the refresh interval that trusted answers may still be
+    used while the trust server cannot be reached (0: fail closed at once).
+    ``role_orders``: per GUN, the roles that may vouch for a tag."""
+
     url: str
     refresh_interval: float = 30.0
     role_order: tuple[str, ...] = DEFAULT_ROLE_ORDER
+    role_orders: dict[str, tuple[str, ...]] = field(default_factory=dict)
     max_metadata_bytes: int = 100 << 20
+    grace: float = 0.0
+    pinning: Pinning = field(default_factory=Pinning)
+
+    def order(self, gun: str) -> tuple[str, ...]:
+        return self.role_orders.get(gun, self.role_order)
 
 
 @dataclass
@@ -70,8 +83,16 @@ class NotaryClient:
 
     async def _refresh(self, gun: str) -> TrustedRepository:
         """Bring the cached answer up to date; on any failure forget it (fail closed)."""
+        previous = self._cache.get(gun)
         try:
-            entry = await self._revalidate(gun, self._cache.get(gun))
+            entry = await self._revalidate(gun, previous)
+        except TrustServerUnavailable as exc:
+            if previous is not None and self._within_grace(previous):
+                log.warning("%s; answering from trusted state checked %.0fs ago", exc,
+                            time.monotonic() - previous.checked)
+                return previous.repository
+            self._cache.pop(gun, None)
+            raise
         except VerificationFailed as exc:
             self._cache.pop(gun, None)
             raise exc.for_gun(gun) from None
@@ -80,6 +101,16 @@ class NotaryClient:
             raise
         self._cache[gun] = entry
         return entry.repository
+
+    def _within_grace(self, entry: _Entry) -> bool:
+        """Whether an outage may be bridged: inside the grace period and nothing trusted has expired."""
+        if time.monotonic() - entry.checked > self.settings.refresh_interval + self.settings.grace:
+            return False
+        try:
+            entry.trusted.recheck_expiry(self.clock())
+        except VerificationFailed:
+            return False
+        return True
 
     async def _revalidate(self, gun: str, entry: _Entry | None) -> _Entry:
         """With an earlier answer, an unchanged timestamp is all that must be fetched."""
@@ -103,19 +134,28 @@ class NotaryClient:
         snapshot = trusted.update_snapshot(await self._by_checksum(gun, "snapshot", trusted.timestamp.snapshot))
         trusted.update_targets(await self._by_checksum(gun, TOP_TARGETS, snapshot.meta[TOP_TARGETS]))
         skipped = await self._load_delegations(gun, trusted)
-        self.store.save(gun, StoredTrust(root=trusted.root_data, versions=trusted.versions()))
-        repository = TrustedRepository.build(gun, trusted, self.settings.role_order, skipped)
+        self.store.save(gun, StoredTrust(root=trusted.root_data, root_version=trusted.root.version,
+                                         versions=trusted.versions()))
+        repository = TrustedRepository.build(gun, trusted, self.settings.order(gun), skipped)
         return _Entry(repository=repository, trusted=trusted, timestamp=timestamp, checked=time.monotonic())
 
     async def _trusted_root(self, gun: str, served: bytes) -> TrustedSet:
-        """Trust the first root seen; later, move only along properly signed rotations."""
+        """Trust the first root seen (unless pins say otherwise); later, only signed rotations."""
         now = self.clock()
         stored = self.store.load(gun)
         if stored is None:
-            return TrustedSet(served, now)
-        trusted = TrustedSet(stored.root, now, stored.versions)
-        if served == stored.root:
+            trusted = TrustedSet(served, now)
+            check_root(trusted.root, gun, self.settings.pinning, now)
             return trusted
+        trusted = TrustedSet(stored.root, now, stored.versions)
+        if served != stored.root:
+            await self._rotate(gun, trusted, served)
+        check_root(trusted.root, gun, self.settings.pinning, now)
+        return trusted
+
+    async def _rotate(self, gun: str, trusted: TrustedSet, served: bytes) -> None:
+        """Walk ``<version>.root.json`` from the trusted root to the served one, each step signed
+        by a threshold of the previous root's keys and of its own."""
         latest = parse_root(parse_envelope("root", served)).version
         if latest <= trusted.root.version:
             raise VerificationFailed(
@@ -129,7 +169,6 @@ class NotaryClient:
                 raise VerificationFailed("root", "rotation", f"intermediate root version {version} is missing")
             trusted.update_root(step)
         trusted.update_root(served)
-        return trusted
 
     async def _load_delegations(self, gun: str, trusted: TrustedSet) -> dict[str, VerificationFailed]:
         """Load each delegated role of the lookup order (and its ancestors) that has data.
@@ -138,7 +177,7 @@ class NotaryClient:
         is kept so a tag it would have signed is refused with that reason.
         """
         skipped: dict[str, VerificationFailed] = {}
-        for role in _with_ancestors(self.settings.role_order):
+        for role in _with_ancestors(self.settings.order(gun)):
             parent, _, _ = role.rpartition("/")
             parent_targets = trusted.targets.get(parent)
             if parent_targets is None or role not in parent_targets.delegations:
@@ -174,6 +213,10 @@ class NotaryClient:
             async with self.http.stream("GET", url) as response:
                 if response.status_code == 404:
                     return None
+                if response.status_code == 401:
+                    raise TrustServerUnavailable(
+                        gun, self.server, f"{filename}: HTTP 401, the trust server wants credentials "
+                        "(set upstream.notary_auth) or refused the ones given")
                 if response.status_code != 200:
                     raise TrustServerUnavailable(gun, self.server, f"{filename}: HTTP {response.status_code}")
                 body = bytearray()

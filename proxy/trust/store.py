@@ -1,13 +1,18 @@
-"""Trusted state per GUN on disk: the root trusted first, and role versions seen.
+"""Trusted state per GUN on disk: the trusted root and the highest role versions seen.
 
-One JSON file a GUN, replaced atomically (write a temporary file in the same
-directory, fsync, rename), so a reader in another worker never sees half a
-file. The trusted root is what later roots must be signed by.
+One JSON file a GUN. Writers take an exclusive ``flock`` on a lock file beside
+it, merge with what is there (highest version of each role wins, and a root
+never goes back to an older version), write a temporary file, fsync and
+rename it into place: several workers or replicas sharing the directory never
+see half a file, and never lower each other's rollback bounds.
 """
 
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -16,7 +21,12 @@ from urllib.parse import quote
 @dataclass(frozen=True)
 class StoredTrust:
     root: bytes
+    root_version: int
     versions: dict[str, int]
+
+
+class StoreCorrupt(Exception):
+    """The state file of a GUN cannot be read; trust must not silently restart."""
 
 
 class TrustStore:
@@ -29,30 +39,55 @@ class TrustStore:
         return self.directory / (quote(gun, safe="") + ".json")
 
     def load(self, gun: str) -> StoredTrust | None:
-        """The stored state, or None for a GUN never seen (or a file that is unreadable)."""
+        """The stored state, or None for a GUN never seen."""
+        path = self.path(gun)
         try:
-            document = json.loads(self.path(gun).read_text(encoding="utf-8"))
-            versions = {str(k): int(v) for k, v in document["versions"].items()}
-            return StoredTrust(root=document["root"].encode("utf-8"), versions=versions)
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise StoreCorrupt(f"trusted state {self.path(gun)} is unreadable ({exc}); remove it to trust anew") from None
-
-    def save(self, gun: str, state: StoredTrust) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        document = {"gun": gun, "root": state.root.decode("utf-8"), "versions": state.versions}
-        fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+        except OSError as exc:
+            raise StoreCorrupt(f"trusted state {path} cannot be read: {exc.strerror}") from None
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(document, handle, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path(gun))
-        except BaseException:
-            os.unlink(temporary)
-            raise
+            document = json.loads(text)
+            versions = {str(k): int(v) for k, v in document["versions"].items()}
+            return StoredTrust(root=document["root"].encode("utf-8"), root_version=int(document["root_version"]),
+                               versions=versions)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise StoreCorrupt(f"trusted state {path} is unreadable ({exc}); remove it to trust anew") from None
+
+    def save(self, gun: str, state: StoredTrust) -> StoredTrust:
+        """Merge ``state`` into what is stored and write the result; returns it."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with self._locked(gun):
+            current = self.load(gun)
+            merged = state if current is None else _merge(current, state)
+            document = {"gun": gun, "root": merged.root.decode("utf-8"), "root_version": merged.root_version,
+                        "versions": merged.versions}
+            fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    json.dump(document, handle, sort_keys=True)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temporary, self.path(gun))
+            except BaseException:
+                os.unlink(temporary)
+                raise
+        return merged
+
+    @contextmanager
+    def _locked(self, gun: str) -> Iterator[None]:
+        with open(self.directory / (quote(gun, safe="") + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-class StoreCorrupt(Exception):
-    """The state file of a GUN cannot be read; trust must not silently restart."""
+def _merge(current: StoredTrust, new: StoredTrust) -> StoredTrust:
+    versions = dict(current.versions)
+    for role, version in new.versions.items():
+        versions[role] = max(version, versions.get(role, 0))
+    newer_root = new if new.root_version >= current.root_version else current
+    return StoredTrust(root=newer_root.root, root_version=newer_root.root_version, versions=versions)
