@@ -8,9 +8,11 @@ it; an unsigned tag or a repository without trust data must be refused with
 pullgate's ``remote trust data does not exist`` message wherever the client
 shows the registry's error text.
 
-Services are started once per module (containerd, dockerd) and shared; only
-the images a test pulled are removed afterwards, so each pull really fetches
-manifests and blobs through the proxy.  A missing client fails under CI=true
+Services are started once per module (containerd, dockerd) and shared; the
+images a test pulled are removed afterwards, so each pull really fetches
+manifests and blobs through the proxy.  ``library/dsigned:v1`` is seeded into
+the session sandbox by this module's dockerd (``seed_dsigned``), straight to
+the registry and notary server, never through the proxy.  A missing client fails under CI=true
 and skips elsewhere (``tests.realenv.testing``).
 """
 
@@ -24,6 +26,7 @@ import subprocess
 import tempfile
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -36,12 +39,18 @@ from tests.realenv.services import Containerd, Dockerd, podman_cmd, start_contai
 from tests.realenv.testing import components, needs
 
 REFUSED = "remote trust data does not exist"
-"""The start of every "not signed" message pullgate sends (and docker's own wording)."""
+"""The start of every "not signed" message pullgate sends (the notary client's wording)."""
 
 PLATFORM_ARCH = "amd64"
 """Platform picked from demo:multi, pinned so the test does not depend on the host."""
 
 REF_NAME = "org.opencontainers.image.ref.name"
+
+Tool = tuple[list[str], dict[str, str]]
+"""A client's argv prefix and the environment to run it with."""
+
+ContainersConf = tuple[Path, dict[str, str]]
+"""(signature policy file, environment) shared by skopeo and podman."""
 
 
 # ---------------------------------------------------------------------------
@@ -54,9 +63,9 @@ def output(result: subprocess.CompletedProcess[str]) -> str:
     return f"{result.stdout}\n{result.stderr}"
 
 
-def proxied(proxy: Proxy, image: SeededImage, tag: str | None = None) -> str:
+def proxied(proxy: Proxy, image: SeededImage) -> str:
     """The reference of *image* through the proxy: ``127.0.0.1:PORT/library/demo:v1``."""
-    return f"{proxy.host}/{image.name}:{tag or image.tag}"
+    return f"{proxy.host}/{image.name}:{image.tag}"
 
 
 def refusal(sandbox: Sandbox, key: str) -> str:
@@ -102,7 +111,7 @@ def assert_blobs_intact(layout: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def containers_conf(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+def containers_conf(tmp_path_factory: pytest.TempPathFactory) -> ContainersConf:
     """A private accept-anything policy and an empty registries.conf for skopeo/podman.
 
     Keeps /etc/containers (search registries, mirrors, signature policy) out
@@ -122,13 +131,13 @@ def containers_conf(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dic
 
 
 @pytest.fixture(scope="module")
-def skopeo(containers_conf: tuple[Path, dict[str, str]]) -> tuple[list[str], dict[str, str]]:
+def skopeo(containers_conf: ContainersConf) -> Tool:
     """skopeo argv prefix (private policy) and its environment."""
     policy, env = containers_conf
     return [needs("skopeo")["skopeo"], "--policy", str(policy)], env
 
 
-def test_skopeo_copy_signed_manifest(skopeo: tuple[list[str], dict[str, str]], proxy: Proxy,
+def test_skopeo_copy_signed_manifest(skopeo: Tool, proxy: Proxy,
                                      sandbox: Sandbox, tmp_path: Path) -> None:
     argv, env = skopeo
     image = sandbox.images["demo:v1"]
@@ -142,7 +151,7 @@ def test_skopeo_copy_signed_manifest(skopeo: tuple[list[str], dict[str, str]], p
     assert_blobs_intact(layout)
 
 
-def test_skopeo_copy_all_of_signed_index(skopeo: tuple[list[str], dict[str, str]], proxy: Proxy,
+def test_skopeo_copy_all_of_signed_index(skopeo: Tool, proxy: Proxy,
                                          sandbox: Sandbox, tmp_path: Path) -> None:
     argv, env = skopeo
     image = sandbox.images["demo:multi"]
@@ -162,7 +171,7 @@ def test_skopeo_copy_all_of_signed_index(skopeo: tuple[list[str], dict[str, str]
 
 
 @pytest.mark.parametrize("key", ["demo:v1", "tsigned:v1"])
-def test_skopeo_inspect_raw_signed(skopeo: tuple[list[str], dict[str, str]], proxy: Proxy,
+def test_skopeo_inspect_raw_signed(skopeo: Tool, proxy: Proxy,
                                    sandbox: Sandbox, key: str) -> None:
     argv, env = skopeo
     image = sandbox.images[key]
@@ -174,7 +183,7 @@ def test_skopeo_inspect_raw_signed(skopeo: tuple[list[str], dict[str, str]], pro
 
 
 @pytest.mark.parametrize("key", ["demo:dev", "notrust:latest"])
-def test_skopeo_inspect_unsigned_refused(skopeo: tuple[list[str], dict[str, str]], proxy: Proxy,
+def test_skopeo_inspect_unsigned_refused(skopeo: Tool, proxy: Proxy,
                                          sandbox: Sandbox, key: str) -> None:
     argv, env = skopeo
     result = run([*argv, "inspect", "--raw", "--tls-verify=false",
@@ -189,71 +198,71 @@ def test_skopeo_inspect_unsigned_refused(skopeo: tuple[list[str], dict[str, str]
 # ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Podman:
+    """podman with private storage, policy and registries.conf."""
+
+    argv: list[str]
+    env: dict[str, str]
+    policy: Path
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run([*self.argv, *args], env=self.env, check=check)
+
+    def pull(self, ref: str) -> subprocess.CompletedProcess[str]:
+        return self("pull", "--tls-verify=false", "--signature-policy", str(self.policy),
+                    "--arch", PLATFORM_ARCH, ref, check=False)
+
+    def inspect(self, ref: str) -> tuple[str, set[str]]:
+        """(digest, repo digests) podman stored for *ref*."""
+        result = self("image", "inspect", "--format", "{{.Digest}} {{json .RepoDigests}}", ref)
+        digest, repo_digests = result.stdout.strip().split(" ", 1)
+        return digest, set(json.loads(repo_digests))
+
+
 @pytest.fixture
-def podman(containers_conf: tuple[Path, dict[str, str]]) -> Iterator[tuple[list[str], dict[str, str]]]:
-    """podman with a storage of its own per test (no daemon: nothing to share or stop).
+def podman(containers_conf: ContainersConf) -> Iterator[Podman]:
+    """A storage of its own per test (podman has no daemon: nothing to share or stop).
 
     The storage lives in a short /tmp dir, removed afterwards: podman refuses
     a runroot longer than 50 characters, which pytest's tmp_path is.
     """
     needs("podman")
-    _, env = containers_conf
+    policy, env = containers_conf
     workdir = Path(tempfile.mkdtemp(prefix="pg-podman-", dir="/tmp"))
     try:
-        yield podman_cmd(workdir), env
+        yield Podman(podman_cmd(workdir), env, policy)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def podman_pull(podman: tuple[list[str], dict[str, str]], policy: Path,
-                ref: str) -> subprocess.CompletedProcess[str]:
-    argv, env = podman
-    return run([*argv, "pull", "--tls-verify=false", "--signature-policy", str(policy),
-                "--arch", PLATFORM_ARCH, ref], env=env, check=False)
-
-
-def podman_inspect(podman: tuple[list[str], dict[str, str]], ref: str) -> tuple[str, set[str]]:
-    """(manifest digest, repo digests) podman stored for *ref*."""
-    argv, env = podman
-    result = run([*argv, "image", "inspect", "--format", "{{.Digest}} {{json .RepoDigests}}", ref], env=env)
-    digest, repo_digests = result.stdout.strip().split(" ", 1)
-    return digest, set(json.loads(repo_digests))
-
-
-def test_podman_pull_signed_manifest(podman: tuple[list[str], dict[str, str]],
-                                     containers_conf: tuple[Path, dict[str, str]],
-                                     proxy: Proxy, sandbox: Sandbox) -> None:
+def test_podman_pull_signed_manifest(podman: Podman, proxy: Proxy, sandbox: Sandbox) -> None:
     image = sandbox.images["demo:v1"]
     ref = proxied(proxy, image)
-    result = podman_pull(podman, containers_conf[0], ref)
+    result = podman.pull(ref)
     assert result.returncode == 0, output(result)
-    assert podman_inspect(podman, ref) == (image.digest, {f"{proxy.host}/{image.name}@{image.digest}"})
+    assert podman.inspect(ref) == (image.digest, {f"{proxy.host}/{image.name}@{image.digest}"})
 
 
-def test_podman_pull_signed_index(podman: tuple[list[str], dict[str, str]],
-                                  containers_conf: tuple[Path, dict[str, str]],
-                                  proxy: Proxy, sandbox: Sandbox) -> None:
+def test_podman_pull_signed_index(podman: Podman, proxy: Proxy, sandbox: Sandbox) -> None:
     image = sandbox.images["demo:multi"]
     ref = proxied(proxy, image)
-    result = podman_pull(podman, containers_conf[0], ref)
+    result = podman.pull(ref)
     assert result.returncode == 0, output(result)
     child = platform_child(sandbox, "demo:multi")
     # podman reports the digest it pulled by (the signed index) and stores the
     # chosen platform manifest under its own digest as well
-    assert podman_inspect(podman, ref) == (image.digest, {f"{proxy.host}/{image.name}@{image.digest}",
-                                                          f"{proxy.host}/{image.name}@{child}"})
+    assert podman.inspect(ref) == (image.digest, {f"{proxy.host}/{image.name}@{image.digest}",
+                                                  f"{proxy.host}/{image.name}@{child}"})
 
 
 @pytest.mark.parametrize("key", ["notrust:latest", "demo:dev"])
-def test_podman_pull_unsigned_refused(podman: tuple[list[str], dict[str, str]],
-                                      containers_conf: tuple[Path, dict[str, str]],
-                                      proxy: Proxy, sandbox: Sandbox, key: str) -> None:
-    result = podman_pull(podman, containers_conf[0], proxied(proxy, sandbox.images[key]))
+def test_podman_pull_unsigned_refused(podman: Podman, proxy: Proxy, sandbox: Sandbox, key: str) -> None:
+    result = podman.pull(proxied(proxy, sandbox.images[key]))
     assert result.returncode != 0, output(result)
     assert REFUSED in result.stderr
     assert refusal(sandbox, key) in result.stderr
-    argv, env = podman
-    assert run([*argv, "images", "-q"], env=env).stdout.strip() == ""
+    assert podman("images", "-q").stdout.strip() == ""
 
 
 # ---------------------------------------------------------------------------
