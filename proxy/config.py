@@ -240,7 +240,7 @@ def _pinning(value: Any, setting: str) -> Pinning:
     if not isinstance(keys, dict) or not all(
         isinstance(ids, list) and ids and all(isinstance(i, str) and len(i) == 64 for i in ids) for ids in keys.values()
     ):
-        raise ConfigError(f"{setting}.keys", "must map each GUN to a list of 64-hex-digit key IDs")
+        raise ConfigError(f"{setting}.keys", "must map each GUN to a list of 64-hex-digit key IDs (quote them in YAML)")
     cas = {}
     for prefix, path in (value.get("ca") or {}).items():
         file = _file(path, f"{setting}.ca.{prefix}")

@@ -46,9 +46,11 @@ class FaultServer:
     verify: ssl.SSLContext | bool = True
     faults: dict[str, Fault] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
+    token: str | None = None
+    port: int = 0
 
     def __post_init__(self) -> None:
-        self.port = free_port()
+        self.port = self.port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
                                                      log_level="critical", lifespan="off", interface="asgi3"))
@@ -78,6 +80,8 @@ class FaultServer:
         for name, value in scope["headers"]:
             headers.setdefault(name.decode().lower(), []).append(value.decode())
         self.seen.append(Seen(scope["method"], path, headers))
+        if self.token is not None and await self._token_flow(path, headers, send):
+            return
         fault = self.fault_for(path) or Fault()
         forward = {k: ", ".join(v) for k, v in headers.items() if k in ("accept", "range", "authorization")}
         async with httpx.AsyncClient(verify=self.verify, headers={"Accept-Encoding": "identity"}) as client:
@@ -99,6 +103,27 @@ class FaultServer:
             # returning without finishing makes the server drop the connection mid-body
         else:
             await send({"type": "http.response.body", "body": body})
+
+
+    async def _token_flow(self, path: str, headers: dict[str, list[str]], send: Send) -> bool:
+        """Act as a token-protected server: True when the request was answered here."""
+        if path == "/token":
+            body = f'{{"token": "{self.token}", "expires_in": 300}}'.encode()
+            await _answer(send, 200, body, b"application/json")
+            return True
+        if headers.get("authorization") == [f"Bearer {self.token}"]:
+            return False
+        challenge = f'Bearer realm="{self.url}/token",service="fault",scope="repository:x:pull"'
+        await _answer(send, 401, b'{"errors":[{"code":"UNAUTHORIZED","message":"token","detail":{}}]}',
+                      b"application/json", [(b"www-authenticate", challenge.encode())])
+        return True
+
+
+async def _answer(send: Send, status: int, body: bytes, content_type: bytes,
+                  extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *(extra or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def flip_last_byte(data: bytes) -> bytes:

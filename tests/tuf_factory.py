@@ -159,14 +159,17 @@ class Repo:
             "expires": self.expires[role], "targets": self.targets.get(role, {}), "version": self.versions[role],
         }
 
-    def files(self, signers: dict[str, list[Key]] | None = None) -> dict[str, bytes]:
-        """Every role file, signed; ``signers`` replaces the keys that sign a role."""
+    def files(self, signers: dict[str, list[Key]] | None = None, root: bytes | None = None) -> dict[str, bytes]:
+        """Every role file, signed; ``signers`` replaces the keys that sign a role.
+
+        Signatures are not deterministic: pass an earlier ``root`` to keep its exact bytes.
+        """
         signers = signers or {}
 
         def sign(role: str, signed: dict[str, Any]) -> bytes:
             return envelope(signed, signers.get(role, [self.keys[role]]))
 
-        files = {"root": sign("root", self.root_signed())}
+        files = {"root": root or sign("root", self.root_signed())}
         for role in [*self.delegations, "targets"]:
             files[role] = sign(role, self.targets_signed(role))
         snapshot = {"_type": "Snapshot", "expires": self.expires["snapshot"], "version": self.versions["snapshot"],

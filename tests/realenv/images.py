@@ -120,7 +120,7 @@ def push(src_ref: str, dest_ref: str, *, all_images: bool = False, workdir: Path
     argv = [require_tool("skopeo")]
     if workdir is not None:
         argv += ["--policy", str(_policy_file(workdir))]
-    argv += ["copy", "-q", "--dest-tls-verify=false"]
+    argv += ["copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false"]
     if all_images:
         argv.append("--all")
     run([*argv, src_ref, dest], netns=netns)

@@ -231,8 +231,11 @@ def run(
     netns: NetNS | None = None,
     check: bool = True,
     timeout: float = 180.0,
+    input_text: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a short command (optionally inside *netns*) and capture its output.
+
+    *input_text* is its standard input (for a prompt); otherwise it reads nothing.
 
     On failure the raised CommandError includes stdout/stderr, which
     CalledProcessError would hide.
@@ -242,7 +245,8 @@ def run(
         full,
         env=dict(env) if env is not None else None,
         cwd=cwd,
-        stdin=subprocess.DEVNULL,
+        stdin=None if input_text is not None else subprocess.DEVNULL,
+        input=input_text,
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import urllib.request
 from dataclasses import dataclass
@@ -34,19 +35,25 @@ def start_proxy(
     extra: Sequence[str] = (),
     netns: NetNS | None = None,
     port: int | None = None,
+    wrapper: Sequence[str] = (),
+    env: dict[str, str] | None = None,
 ) -> Proxy:
-    """Start ``python -m proxy serve`` on a free loopback port and wait for ``/v2/``."""
+    """Start ``python -m proxy serve`` on a free loopback port and wait for ``/v2/``.
+
+    ``wrapper`` goes before the command (``faketime -f +15d`` runs it in the future).
+    """
     port = port or free_port()
     host = f"127.0.0.1:{port}"
     state_dir = workdir / "state"
     argv = [
-        sys.executable, "-m", "proxy", "serve",
+        *wrapper, sys.executable, "-m", "proxy", "serve",
         "--listen", host, "--upstream", registry_url, "--notary", notary_url,
         "--notary-ca", str(notary_ca), "--state-dir", str(state_dir), *extra,
     ]
     if netns is not None:
         argv = netns.wrap(argv)
-    service = start_service("pullgate", argv, workdir / "pullgate.log", cwd=REPO_ROOT)
+    environment = {**os.environ, **env} if env else None
+    service = start_service("pullgate", argv, workdir / "pullgate.log", env=environment, cwd=REPO_ROOT)
     url = f"http://{host}"
 
     def ready() -> bool:

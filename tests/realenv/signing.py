@@ -59,10 +59,11 @@ class NotaryCLI:
             "remote_server": {"url": server.url, "root_ca": str(server.ca_cert)},
         }, indent=2))
 
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
         """``notary -c <our config> ARGS`` with passphrases in the environment."""
         argv = [require_tool("notary"), "-c", str(self.config_path), *args]
-        return run(argv, env=clean_env(("NOTARY_",), **PASSPHRASES), netns=self.netns, check=check)
+        return run(argv, env=clean_env(("NOTARY_",), **PASSPHRASES), netns=self.netns, check=check,
+                   input_text=input_text)
 
     def init(self, gun: str) -> None:
         """Create root/targets/snapshot keys locally (snapshot stays client-side)."""
