@@ -9,6 +9,7 @@ of the lookup order that signs the tag wins (``targets/releases``, then
 from dataclasses import dataclass, field
 
 from proxy.trust.errors import TagNotSigned, VerificationFailed
+from proxy.trust.metadata import paused_gc
 from proxy.trust.trusted_set import Target, TrustedSet
 
 DEFAULT_ROLE_ORDER = ("targets/releases", "targets")
@@ -34,8 +35,9 @@ class TrustedRepository:
     ) -> "TrustedRepository":
         """Resolve every tag once. ``skipped`` holds roles that failed their checks."""
         tags: dict[str, Target] = {}
-        for role in reversed(order):
-            tags.update(trusted.signed_by(role))
+        with paused_gc():
+            for role in reversed(order):
+                tags.update(trusted.signed_by(role))
         outside = {
             name: role
             for role in order

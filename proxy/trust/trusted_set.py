@@ -27,6 +27,7 @@ from proxy.trust.metadata import (
     parse_snapshot,
     parse_targets,
     parse_timestamp,
+    paused_gc,
 )
 
 TOP_TARGETS = "targets"
@@ -156,8 +157,9 @@ class TrustedSet:
     def update_targets(self, data: bytes) -> Targets:
         snapshot = self._snapshot_for(TOP_TARGETS)
         self._check_meta(TOP_TARGETS, snapshot.meta[TOP_TARGETS], data)
-        envelope = parse_envelope(TOP_TARGETS, data)
-        targets = parse_targets(envelope)
+        with paused_gc():
+            envelope = parse_envelope(TOP_TARGETS, data)
+            targets = parse_targets(envelope)
         self._check_top_role(envelope, targets.version, targets.expires)
         self.targets[TOP_TARGETS] = targets
         self._chains[TOP_TARGETS] = ()
@@ -174,8 +176,9 @@ class TrustedSet:
             raise VerificationFailed(role, "delegation", f"{parent_name} does not delegate to it")
         snapshot = self._snapshot_for(role)
         self._check_meta(role, snapshot.meta[role], data)
-        envelope = parse_envelope(role, data)
-        targets = parse_targets(envelope)
+        with paused_gc():
+            envelope = parse_envelope(role, data)
+            targets = parse_targets(envelope)
         check_signatures(envelope, parent.delegation_keys, delegation.keys)
         self._check_version(role, targets.version)
         self._check_expiry(role, targets.expires)

@@ -35,18 +35,17 @@ def start_proxy(
     extra: Sequence[str] = (),
     netns: NetNS | None = None,
     port: int | None = None,
-    wrapper: Sequence[str] = (),
     env: dict[str, str] | None = None,
 ) -> Proxy:
     """Start ``python -m proxy serve`` on a free loopback port and wait for ``/v2/``.
 
-    ``wrapper`` goes before the command (``faketime -f +15d`` runs it in the future).
+    ``env`` adds to the environment (``LD_PRELOAD`` of libfaketime runs it in the future).
     """
     port = port or free_port()
     host = f"127.0.0.1:{port}"
     state_dir = workdir / "state"
     argv = [
-        *wrapper, sys.executable, "-m", "proxy", "serve",
+        sys.executable, "-m", "proxy", "serve",
         "--listen", host, "--upstream", registry_url, "--notary", notary_url,
         "--notary-ca", str(notary_ca), "--state-dir", str(state_dir), *extra,
     ]
