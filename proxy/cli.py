@@ -7,6 +7,7 @@ traceback.
 import argparse
 import asyncio
 import logging
+import socket
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -21,7 +22,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"pullgate: {message} (see pullgate {self.prog.split()[-1]} --help)\n")
+        self.exit(EXIT_USAGE, f"pullgate: {message} (see {self.prog} --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,14 +35,17 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--upstream", help="upstream registry URL, e.g. http://127.0.0.1:5000")
         command.add_argument("--notary", help="trust (notary) server URL, e.g. https://127.0.0.1:4443")
         command.add_argument("--notary-ca", dest="notary_ca", help="CA certificate file of the trust server")
-        command.add_argument("--state-dir", dest="state_dir", help="where trusted roots are kept")
+        command.add_argument("--state-dir", dest="state_dir",
+                             help="where the trusted root of each GUN is kept, first seen or pinned "
+                                  "(default $XDG_STATE_HOME/pullgate, else ~/.local/state/pullgate)")
         command.add_argument("--gun-prefix", dest="gun_prefix",
                              help="GUN of /v2/NAME is PREFIX/NAME (default: the registry's host[:port])")
         if name == "serve":
             command.add_argument("--listen", help="HOST:PORT to listen on (default 127.0.0.1:5050)")
             command.add_argument("--refresh-interval", dest="refresh_interval", type=float,
                                  help="seconds a verified answer is reused before the timestamp is re-checked")
-            command.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+            command.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                                 help="debug also logs every request and every upstream call")
         else:
             command.add_argument("reference", help="NAME:TAG, e.g. library/demo:v1")
     return parser
@@ -63,13 +67,38 @@ def main(argv: list[str] | None = None) -> int:
     return check(config, args.reference)
 
 
+class _QuietProbes(logging.Filter):
+    """Clients try TLS first on plain-HTTP registries; uvicorn logs each such probe as a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Invalid HTTP request received."
+
+
+def _can_listen(config: Config) -> str | None:
+    """Why the listen address cannot be bound, checked before anything starts."""
+    family = socket.AF_INET6 if ":" in config.listen.host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((config.listen.host, config.listen.port))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
 def serve(config: Config, log_level: str) -> int:
     import uvicorn
 
     from proxy.app import create_app
 
+    problem = _can_listen(config)
+    if problem:
+        print(f"pullgate: listen: cannot listen on {config.listen}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.DEBUG if log_level == "debug" else logging.WARNING)
+    if log_level != "debug":
+        logging.getLogger("uvicorn.error").addFilter(_QuietProbes())
     logging.getLogger("pullgate").info(
         "pullgate %s on http://%s -> registry %s, trust server %s (GUN prefix %s)",
         __version__, config.listen, config.upstream.registry, config.upstream.notary, config.upstream.gun_prefix,
@@ -82,7 +111,10 @@ def serve(config: Config, log_level: str) -> int:
 
 
 def check(config: Config, reference: str) -> int:
-    """Print ``digest role length`` for a signed tag; else the proxy's own refusal, exit 1."""
+    """Print ``GUN:TAG DIGEST LENGTH ROLE`` for a signed tag; else the proxy's own refusal, exit 1.
+
+    Like the proxy, it trusts a GUN's first root on first use and keeps it in the state dir.
+    """
     from proxy.app import open_services
     from proxy.errors import RegistryError, from_trust_error
     from proxy.names import NAME, TAG

@@ -121,3 +121,23 @@ def test_pinning_and_per_repository_roles_are_read(tmp_path: Path) -> None:
     assert config.upstream.pinning.pinned_keys("reg/library/demo") == frozenset({"a" * 64})
     assert config.upstream.pinning.tofu is False
     assert config.upstream.notary_auth is not None and config.upstream.notary_auth.username == "u"
+
+
+def test_cli_busy_listen_address_is_one_line_and_exit_2() -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = pullgate("serve", "--upstream", "http://a", "--notary", "http://b", "--listen", f"127.0.0.1:{port}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"pullgate: listen: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
+
+
+def test_cli_without_a_command_points_at_help() -> None:
+    result = pullgate()
+    assert result.returncode == 2
+    assert result.stderr.strip() == "pullgate: the following arguments are required: command (see pullgate --help)"

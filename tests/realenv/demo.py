@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -19,9 +20,10 @@ from proxy.config import parse_listen
 from .procs import MissingComponent
 from .pullgate import REPO_ROOT
 from .sandbox import Sandbox, seed_sandbox
+from .signing import PASSPHRASES
 
 
-def banner(sandbox: Sandbox, listen: str) -> str:
+def banner(sandbox: Sandbox, listen: str, workdir: Path) -> str:
     images = sandbox.images
     lines = [
         "",
@@ -43,12 +45,24 @@ def banner(sandbox: Sandbox, listen: str) -> str:
         reference = f"{listen}/{image.name}:{image.tag}"
         lines.append(f"  docker pull {reference}")
         lines.append(f"      -> {outcome}" + (f" ({image.digest})" if image.signed else ""))
+    dev = images["demo:dev"]
+    gun = sandbox.gun("library/demo")
+    notary = f"notary -c {sandbox.notary_cli.config_path}"
+    passphrases = " ".join(f"{k}={v}" for k, v in PASSPHRASES.items())
     lines += [
+        f"  podman pull --tls-verify=false {listen}/library/demo:v1",
         f"  skopeo inspect --tls-verify=false docker://{listen}/library/demo:v1",
         f"  curl -s http://{listen}/v2/library/demo/tags/list        -> only the signed tags",
         "",
-        "Sign another tag with the notary CLI:",
-        f"  notary -c {sandbox.notary_cli.config_path} list {sandbox.gun('library/demo')}",
+        "Resolve one tag from the command line, like `notary lookup`:",
+        f"  .venv/bin/pullgate check --upstream {sandbox.registry.url} --notary {sandbox.notary.url} \\",
+        f"      --notary-ca {sandbox.ca.ca_cert} --state-dir {workdir / 'check-state'} library/demo:v1",
+        "",
+        "Sign dev with the notary CLI; pullgate serves it within its 30 s refresh interval:",
+        f"  export {passphrases}",
+        f"  {notary} addhash {gun} dev {dev.length} --sha256 {dev.digest.removeprefix('sha256:')} "
+        "-r targets/releases",
+        f"  {notary} publish {gun}",
         "",
         "pullgate's log follows; Ctrl-C stops everything.",
         "",
@@ -56,12 +70,29 @@ def banner(sandbox: Sandbox, listen: str) -> str:
     return "\n".join(lines)
 
 
+def _busy(host: str, port: int) -> str | None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make run", description=__doc__)
     parser.add_argument("--listen", default="127.0.0.1:5050")
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args(argv)
-    listen = str(parse_listen(args.listen))
+    address = parse_listen(args.listen)
+    listen = str(address)
+    busy = _busy(address.host, address.port)
+    if busy:
+        print(f"make run: cannot listen on {listen}: {busy}; choose another port: make run PORT=5051",
+              file=sys.stderr)
+        return 2
     workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="pullgate-run-"))).resolve()
     try:
         sandbox = seed_sandbox(workdir / "sandbox")
@@ -69,20 +100,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"make run: {exc}", file=sys.stderr)
         return 2
     with sandbox:
-        print(banner(sandbox, listen), flush=True)
+        print(banner(sandbox, listen, workdir), flush=True)
         command = [
             sys.executable, "-m", "proxy", "serve", "--listen", listen,
             "--upstream", sandbox.registry.url, "--notary", sandbox.notary.url,
             "--notary-ca", str(sandbox.ca.ca_cert), "--state-dir", str(workdir / "state"),
         ]
         proxy = subprocess.Popen(command, cwd=REPO_ROOT)
-        signal.signal(signal.SIGTERM, lambda *_: proxy.terminate())
+        for hangup in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(hangup, lambda *_: proxy.terminate())
         try:
-            return proxy.wait()
+            status = proxy.wait()
         except KeyboardInterrupt:
             proxy.terminate()
-            proxy.wait()
-            return 0
+            status = proxy.wait()
+        # stopped on purpose (Ctrl-C, kill, a closed terminal) is a clean end
+        return 0 if status in (0, -signal.SIGTERM, -signal.SIGINT) else status
 
 
 if __name__ == "__main__":
