@@ -23,7 +23,7 @@ from proxy.config import Config
 from proxy.errors import RegistryError, from_trust_error
 from proxy.gate import Gate
 from proxy.names import RegistryPath, parse_path
-from proxy.streaming import VerifiedBlobResponse
+from proxy.streaming import VerifiedBlobResponse, parse_range
 from proxy.trust.errors import TrustError
 from proxy.trust.notary import NotaryClient, NotarySettings
 from proxy.trust.store import StoreCorrupt, TrustStore
@@ -139,7 +139,7 @@ async def dispatch(request: Request) -> Response:
         if path.kind == "manifests":
             return await manifest(services, request, path, head)
         if path.kind == "blobs":
-            return await blob(services, path, head)
+            return await blob(services, request, path, head)
         return await tags(services, request, path)
     except RegistryError as exc:
         return exc.response(head)
@@ -167,15 +167,34 @@ async def manifest(services: Services, request: Request, path: RegistryPath, hea
     return Response(b"" if head else found.body, media_type=found.content_type, headers=headers)
 
 
-async def blob(services: Services, path: RegistryPath, head: bool) -> Response | VerifiedBlobResponse:
-    upstream = await services.upstream.open_blob(path.name, path.reference, "HEAD" if head else "GET")
-    headers = {
-        "Content-Type": upstream.headers.get("content-type", "application/octet-stream"),
-        "Docker-Content-Digest": path.reference,
-    }
-    if "content-length" in upstream.headers:
-        headers["Content-Length"] = upstream.headers["content-length"]
-    return VerifiedBlobResponse(upstream, path.reference, headers, head)  # type: ignore[return-value]
+async def blob(services: Services, request: Request, path: RegistryPath, head: bool) -> VerifiedBlobResponse:
+    """A blob a signed manifest names, whole or one range, verified while it streams."""
+    name, digest = path.name, path.reference
+    signed_size = await services.gate.blob_size(name, digest, merged_accept(()))
+    upstream = await services.upstream.open_blob(name, digest, "HEAD" if head else "GET")
+    try:
+        size = blob_length(upstream, digest, signed_size, services.upstream.host)
+        window = None if head else parse_range(request.headers.get("range"), size)
+    except RegistryError:
+        await upstream.aclose()
+        raise
+    headers = {"Content-Type": "application/octet-stream", "Docker-Content-Digest": digest}
+    return VerifiedBlobResponse(upstream, digest, size, window, headers, head)
+
+
+def blob_length(upstream: httpx.Response, digest: str, signed_size: int | None, host: str) -> int:
+    """The blob's length: the one its signed manifest gives, which the upstream must agree with."""
+    announced = upstream.headers.get("content-length")
+    length = int(announced) if announced is not None and announced.isascii() and announced.isdigit() else None
+    if signed_size is not None and length is not None and length != signed_size:
+        raise RegistryError(502, "BLOB_UNKNOWN",
+                            f"upstream registry {host} announces {length} bytes for blob {digest}; "
+                            f"the signed manifest says {signed_size}", {"digest": digest})
+    size = signed_size if signed_size is not None else length
+    if size is None:
+        raise RegistryError(502, "BLOB_UNKNOWN", f"upstream registry {host} sent blob {digest} without a length",
+                            {"digest": digest})
+    return size
 
 
 async def tags(services: Services, request: Request, path: RegistryPath) -> Response:

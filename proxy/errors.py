@@ -24,17 +24,20 @@ from proxy.trust.errors import (
 class RegistryError(Exception):
     """A refusal with its HTTP status and registry error code."""
 
-    def __init__(self, status: int, code: str, message: str, detail: dict[str, Any] | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, detail: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.detail = detail or {}
+        self.headers = headers or {}
 
-    def response(self, head: bool = False, headers: dict[str, str] | None = None) -> Response:
+    def response(self, head: bool = False) -> Response:
         body = json.dumps({"errors": [{"code": self.code, "message": self.message, "detail": self.detail}]})
         encoded = body.encode()
-        response = Response(b"" if head else encoded, status_code=self.status, media_type="application/json", headers=headers)
+        response = Response(b"" if head else encoded, status_code=self.status, media_type="application/json",
+                            headers=self.headers)
         if head:
             response.headers["content-length"] = str(len(encoded))
         return response

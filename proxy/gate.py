@@ -3,8 +3,12 @@
 A tag is whatever the verified trust data says it is. A manifest digest is
 allowed for a repository when it is a signed target there, or is listed by a
 manifest list / OCI index that is itself allowed (so a per-platform pull of a
-signed multi-arch tag works). Manifest bytes are checked against the digest and
-length before anyone sees them, and kept in a memory cache bounded by bytes.
+signed multi-arch tag works). A blob is allowed when it is the config or a
+layer of an allowed manifest, and its size is the one that manifest gives.
+What each manifest references is remembered (bounded); when that memory is
+lost, it is rebuilt from the signed targets. Manifest bytes are checked
+against the digest and length before anyone sees them, and kept in a memory
+cache bounded by bytes.
 """
 
 import asyncio
@@ -24,30 +28,50 @@ from proxy.upstream import Upstream
 REMEMBERED_MANIFESTS = 65536
 EXPAND_CONCURRENCY = 8
 MAX_INDEX_DEPTH = 4
+MANIFEST, BLOB = "manifest", "blob"
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """Verified manifest bytes, as the upstream sent them."""
+    """Verified manifest bytes, as the upstream sent them, and what they reference."""
 
     digest: str
     body: bytes
     content_type: str
+    references: "References"
+
+
+@dataclass(frozen=True)
+class References:
+    """Digests a manifest names, with their sizes: child manifests (of an index) and blobs."""
+
+    manifests: dict[str, int]
+    blobs: dict[str, int]
+
+    def of(self, kind: str) -> dict[str, int]:
+        return self.manifests if kind == MANIFEST else self.blobs
 
 
 class Gate:
-    """Decides and fetches for one upstream registry and its trust server."""
+    """Decides and fetches for one upstream registry and its trust server.
 
-    def __init__(self, notary: NotaryClient, upstream: Upstream, gun_prefix: str, cache_bytes: int) -> None:
+    ``open_blobs`` names repositories whose blobs are served without the check
+    that a signed manifest references them (they are content-addressed and
+    still verified against their digest); ``"*"`` means every repository.
+    """
+
+    def __init__(self, notary: NotaryClient, upstream: Upstream, gun_prefix: str, cache_bytes: int,
+                 open_blobs: frozenset[str] = frozenset()) -> None:
         self.notary = notary
         self.upstream = upstream
         self.gun_prefix = gun_prefix
+        self.open_blobs = open_blobs
         self._manifests: LRUCache[tuple[str, str], Manifest] = LRUCache(
             maxsize=max(cache_bytes, 1), getsizeof=lambda m: len(m.body) or 1
         )
-        # (repository, index digest) -> {child digest: size}; child -> the indexes naming it
-        self._children: LRUCache[tuple[str, str], dict[str, int]] = LRUCache(maxsize=REMEMBERED_MANIFESTS)
-        self._parents: LRUCache[tuple[str, str], frozenset[str]] = LRUCache(maxsize=REMEMBERED_MANIFESTS)
+        # (repository, manifest) -> what it references; (kind, repository, digest) -> manifests naming it
+        self._references: LRUCache[tuple[str, str], References] = LRUCache(maxsize=REMEMBERED_MANIFESTS)
+        self._parents: LRUCache[tuple[str, str, str], frozenset[str]] = LRUCache(maxsize=4 * REMEMBERED_MANIFESTS)
         self._fetches: SingleFlight[Manifest] = SingleFlight()
 
     def gun(self, name: str) -> str:
@@ -61,37 +85,57 @@ class Gate:
         return await self._verified(name, target.digest, target.length, accept)
 
     async def manifest_for_digest(self, name: str, digest: str, accept: str) -> Manifest:
-        repository = await self.repository(name)
-        length = self._allowed_length(repository, name, digest)
-        if length is None:
-            await self._expand(repository, name, accept)
-            length = self._allowed_length(repository, name, digest)
-        if length is None:
-            raise DigestNotSigned(repository.gun, digest)
+        length = await self._allowed(name, digest, MANIFEST, accept)
         return await self._verified(name, digest, length, accept)
 
-    def _allowed_length(self, repository: TrustedRepository, name: str, digest: str, depth: int = 0) -> int | None:
-        """The signed (or index-listed) length of an allowed digest, else None."""
-        if digest in repository.digests:
+    async def blob_size(self, name: str, digest: str, accept: str) -> int | None:
+        """The size a signed manifest gives the blob; None where blobs are open (size unknown)."""
+        if "*" in self.open_blobs or name in self.open_blobs:
+            return None
+        return await self._allowed(name, digest, BLOB, accept)
+
+    async def _allowed(self, name: str, digest: str, kind: str, accept: str) -> int:
+        """The signed size of ``digest`` for this repository, rebuilding what was forgotten once."""
+        repository = await self.repository(name)
+        length = self._allowed_length(repository, name, digest, kind)
+        if length is None:
+            await self._expand(repository, name, accept)
+            length = self._allowed_length(repository, name, digest, kind)
+        if length is None:
+            raise DigestNotSigned(repository.gun, digest, kind)
+        return length
+
+    def _allowed_length(self, repository: TrustedRepository, name: str, digest: str, kind: str,
+                        depth: int = 0) -> int | None:
+        """The signed length of an allowed digest: a signed target, or named by an allowed manifest."""
+        if kind == MANIFEST and digest in repository.digests:
             return repository.digests[digest]
         if depth >= MAX_INDEX_DEPTH:
             return None
-        for parent in self._parents.get((name, digest), ()):
-            children = self._children.get((name, parent))
-            if children is not None and self._allowed_length(repository, name, parent, depth + 1) is not None:
-                return children[digest]
+        for parent in self._parents.get((kind, name, digest), ()):
+            references = self._references.get((name, parent))
+            if references is not None and digest in references.of(kind) and \
+                    self._allowed_length(repository, name, parent, MANIFEST, depth + 1) is not None:
+                return references.of(kind)[digest]
         return None
 
     async def _expand(self, repository: TrustedRepository, name: str, accept: str) -> None:
-        """Rebuild what indexes list, from the signed targets whose manifests are not remembered."""
-        pending = [(d, n) for d, n in repository.digests.items() if (name, d) not in self._children]
+        """Fetch the signed manifests not remembered, and the manifests their indexes list."""
         limit = asyncio.Semaphore(EXPAND_CONCURRENCY)
 
-        async def one(digest: str, length: int) -> None:
+        async def one(digest: str, length: int) -> References:
+            known = self._references.get((name, digest))
+            if known is not None:
+                return known
             async with limit:
-                await self._verified(name, digest, length, accept)
+                return (await self._verified(name, digest, length, accept)).references
 
-        await asyncio.gather(*(one(d, n) for d, n in pending))
+        level = dict(repository.digests)
+        for _ in range(MAX_INDEX_DEPTH):
+            found = await asyncio.gather(*(one(d, n) for d, n in level.items()))
+            level = {child: size for references in found for child, size in references.manifests.items()}
+            if not level:
+                return
 
     async def _verified(self, name: str, digest: str, length: int, accept: str) -> Manifest:
         cached = self._manifests.get((name, digest))
@@ -109,30 +153,43 @@ class Gate:
                 f"digest and length: expected {digest} ({length} bytes), got {actual} ({len(fetched.body)} bytes)",
                 {"digest": digest},
             )
-        manifest = Manifest(digest=digest, body=fetched.body, content_type=fetched.content_type)
-        self._remember_children(name, manifest)
+        media_type, references = read_manifest(fetched.body)
+        manifest = Manifest(digest=digest, body=fetched.body, content_type=media_type or fetched.content_type,
+                            references=references)
+        self._remember(name, manifest)
         if len(manifest.body) <= self._manifests.maxsize:
             self._manifests[(name, digest)] = manifest
         return manifest
 
-    def _remember_children(self, name: str, manifest: Manifest) -> None:
-        children = listed_manifests(manifest.body)
-        self._children[(name, manifest.digest)] = children
-        for child in children:
-            self._parents[(name, child)] = self._parents.get((name, child), frozenset()) | {manifest.digest}
+    def _remember(self, name: str, manifest: Manifest) -> None:
+        self._references[(name, manifest.digest)] = manifest.references
+        for kind in (MANIFEST, BLOB):
+            for child in manifest.references.of(kind):
+                key = (kind, name, child)
+                self._parents[key] = self._parents.get(key, frozenset()) | {manifest.digest}
 
 
-def listed_manifests(body: bytes) -> dict[str, int]:
-    """The ``manifests`` a manifest list or OCI index names, with their sizes; {} otherwise."""
+def read_manifest(body: bytes) -> tuple[str | None, References]:
+    """The ``mediaType`` a manifest declares, and the digests it names with their sizes."""
     try:
         document = json.loads(body)
-        entries = document.get("manifests") if isinstance(document, dict) else None
-        if not isinstance(entries, list):
-            return {}
-        return {
-            e["digest"]: e["size"]
-            for e in entries
-            if isinstance(e, dict) and isinstance(e.get("digest"), str) and isinstance(e.get("size"), int)
-        }
     except ValueError:
-        return {}
+        return None, References({}, {})
+    if not isinstance(document, dict):
+        return None, References({}, {})
+    media_type = document.get("mediaType")
+    blobs = [document.get("config"), *(_list(document.get("layers")))]
+    return (media_type if isinstance(media_type, str) else None,
+            References(manifests=_sizes(_list(document.get("manifests"))), blobs=_sizes(blobs)))
+
+
+def _list(value: object) -> list[object]:
+    return value if isinstance(value, list) else []
+
+
+def _sizes(descriptors: list[object]) -> dict[str, int]:
+    return {
+        d["digest"]: d["size"]
+        for d in descriptors
+        if isinstance(d, dict) and isinstance(d.get("digest"), str) and isinstance(d.get("size"), int)
+    }

@@ -1,47 +1,112 @@
 """A blob response that checks its digest while it streams, and aborts on a mismatch.
 
-The body is relayed in the chunks the upstream delivers, hashed on the way.
-The last chunk is held back until the whole body has been hashed: on a
-mismatch (or a short or overlong body) it is never sent and the connection is
-dropped, so the client is short of ``Content-Length`` bytes (or never sees the
-closing chunk) and cannot take the download as complete.
+The whole blob is read from the upstream and hashed on the way, in the chunks
+the upstream delivers; the part the client asked for (all of it, or one
+``Range``) is relayed. The last piece is held back until the whole blob has
+been hashed: on a mismatch (or a short or overlong body) it is never sent and
+the connection is dropped, so the client is short of ``Content-Length`` bytes
+and cannot take the download as complete. A range therefore costs a read of
+the whole blob upstream: the price of never passing unverified bytes.
 """
 
 import hashlib
 import logging
+import re
+from dataclasses import dataclass
 
+import anyio
 import httpx
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from proxy.errors import RegistryError
+
 log = logging.getLogger("pullgate.stream")
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)\Z")
 
 
 class StreamAborted(Exception):
     """The upstream body was not the blob it claimed to be."""
 
 
-class VerifiedBlobResponse:
-    """ASGI response relaying an open upstream blob response, verified against ``digest``."""
+@dataclass(frozen=True)
+class Window:
+    """Inclusive byte range of a blob of ``size`` bytes."""
 
-    def __init__(self, upstream: httpx.Response, digest: str, headers: dict[str, str], head: bool) -> None:
+    start: int
+    end: int
+    size: int
+
+    @property
+    def content_range(self) -> str:
+        return f"bytes {self.start}-{self.end}/{self.size}"
+
+
+def parse_range(header: str | None, size: int) -> Window | None:
+    """One ``bytes=`` range; None for no header or a form this ignores (several ranges).
+
+    An unsatisfiable range is a 416 error, as HTTP asks.
+    """
+    if header is None:
+        return None
+    match = _RANGE.match(header.strip().replace(" ", ""))
+    if match is None or (not match.group(1) and not match.group(2)):
+        return None
+    first, last = match.group(1), match.group(2)
+    if first:
+        start = int(first)
+        end = min(int(last), size - 1) if last else size - 1
+        if start >= size or (last and int(last) < start):
+            raise _unsatisfiable(header, size)
+    else:
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise _unsatisfiable(header, size)
+        start, end = max(size - suffix, 0), size - 1
+    return Window(start=start, end=end, size=size)
+
+
+def _unsatisfiable(header: str, size: int) -> RegistryError:
+    return RegistryError(416, "UNSUPPORTED", f"range {header!r} is outside the blob's {size} bytes",
+                         {"range": header, "size": size}, headers={"Content-Range": f"bytes */{size}"})
+
+
+class VerifiedBlobResponse(Response):
+    """Relays an open upstream blob response, verified against ``digest``.
+
+    A Starlette response in type only: it writes its own ASGI messages.
+    """
+
+    def __init__(self, upstream: httpx.Response, digest: str, size: int, window: Window | None,
+                 headers: dict[str, str], head: bool) -> None:  # noqa: D107 - no Response body to set up
+        self.background = None
         self.upstream = upstream
         self.digest = digest
-        self.headers = headers
+        self.size = size
+        self.window = window
         self.head = head
-        length = upstream.headers.get("content-length")
-        self.length = int(length) if length and length.isdigit() else None
+        self.status = 206 if window else 200
+        self.blob_headers = {**headers, "Accept-Ranges": "bytes"}
+        if window:
+            self.blob_headers["Content-Range"] = window.content_range
+            self.blob_headers["Content-Length"] = str(window.end - window.start + 1)
+        else:
+            self.blob_headers["Content-Length"] = str(size)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await send({
                 "type": "http.response.start",
-                "status": 200,
-                "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()],
+                "status": self.status,
+                "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.blob_headers.items()],
             })
             if self.head:
                 await send({"type": "http.response.body", "body": b""})
                 return
-            await self._relay(send)
+            async with anyio.create_task_group() as group:
+                group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
+                await self._relay(send)
+                group.cancel_scope.cancel()
         except StreamAborted as exc:
             log.error("aborted blob %s: %s", self.digest, exc)
         except httpx.HTTPError as exc:
@@ -50,22 +115,36 @@ class VerifiedBlobResponse:
             await self.upstream.aclose()
 
     async def _relay(self, send: Send) -> None:
+        """Hash everything, send the window, hold the last piece until the digest is known."""
         hasher = hashlib.sha256()
+        start, end = (self.window.start, self.window.end + 1) if self.window else (0, self.size)
         held: bytes | None = None
-        total = 0
+        offset = 0
         async for chunk in self.upstream.aiter_raw():
-            if not chunk:
-                continue
-            total += len(chunk)
-            if self.length is not None and total > self.length:
-                raise StreamAborted(f"upstream sent more than its Content-Length of {self.length}")
+            if offset + len(chunk) > self.size:
+                raise StreamAborted(f"upstream sent more than the blob's {self.size} bytes")
             hasher.update(chunk)
+            piece = chunk if start <= offset and offset + len(chunk) <= end else \
+                chunk[max(start - offset, 0):max(min(end - offset, len(chunk)), 0)]
+            offset += len(chunk)
+            if not piece:
+                continue
             if held is not None:
                 await send({"type": "http.response.body", "body": held, "more_body": True})
-            held = chunk
-        if self.length is not None and total != self.length:
-            raise StreamAborted(f"upstream sent {total} of {self.length} bytes")
+            held = piece
+        if offset != self.size:
+            raise StreamAborted(f"upstream sent {offset} of {self.size} bytes")
         actual = "sha256:" + hasher.hexdigest()
         if actual != self.digest:
             raise StreamAborted(f"content has digest {actual}")
         await send({"type": "http.response.body", "body": held or b"", "more_body": False})
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    """A client that goes away stops the upstream download with it."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            log.info("client went away; upstream download stopped")
+            scope.cancel()
+            return

@@ -66,12 +66,14 @@ class TrustServerUnavailable(TrustError):
 
 
 class DigestNotSigned(TrustError):
-    """A manifest digest that no signed tag of the GUN leads to."""
+    """A manifest or blob digest that no signed tag of the GUN leads to."""
 
-    def __init__(self, gun: str, digest: str) -> None:
+    def __init__(self, gun: str, digest: str, kind: str = "manifest") -> None:
         self.gun = gun
         self.digest = digest
-        super().__init__(
-            f"manifest {digest} is not signed for {gun}: no signed tag points at it, "
-            "nor does any signed manifest list or index name it"
+        self.kind = kind
+        reason = (
+            "no signed tag points at it, nor does any signed manifest list or index name it"
+            if kind == "manifest" else "no signed manifest of this repository names it"
         )
+        super().__init__(f"{kind} {digest} is not signed for {gun}: {reason}")
