@@ -7,6 +7,7 @@ registry error JSON built in ``proxy.errors``.
 
 import contextlib
 import logging
+import re
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,14 +27,17 @@ from proxy.names import RegistryPath, parse_path
 from proxy.streaming import VerifiedBlobResponse, parse_range
 from proxy.trust.errors import TrustError
 from proxy.trust.notary import NotaryClient, NotarySettings
-from proxy.trust.store import StoreCorrupt, TrustStore
-from proxy.upstream import Upstream, client, merged_accept
+from proxy.trust.store import StateError, TrustStore
+from proxy.httpclient import client
+from proxy.upstream import Upstream, merged_accept
 
 log = logging.getLogger("pullgate")
 
 API_VERSION = (b"docker-distribution-api-version", b"registry/2.0")
 READ_METHODS = ("GET", "HEAD")
 DEFAULT_PAGE = 1000
+MAX_PAGE = 100_000
+PAGE_SIZE = re.compile(r"(?:0|[1-9][0-9]{0,4}|100000)\Z")
 
 
 class ApiVersionHeader:
@@ -65,7 +69,7 @@ class Services:
 
 def build_services(config: Config, notary_http: httpx.AsyncClient, registry_http: httpx.AsyncClient) -> Services:
     upstream_config, trust = config.upstream, config.trust
-    upstream = Upstream(upstream_config.registry, registry_http)
+    upstream = Upstream(upstream_config.registry, registry_http, config.upstream_timeout)
     gun_prefix = upstream_config.gun_prefix
     notary = NotaryClient(
         NotarySettings(
@@ -76,11 +80,12 @@ def build_services(config: Config, notary_http: httpx.AsyncClient, registry_http
             max_metadata_bytes=trust.max_metadata_bytes,
             grace=trust.grace,
             pinning=upstream_config.pinning,
+            download_timeout=config.trust_timeout,
         ),
         TrustStore(config.state_dir),
         notary_http,
     )
-    gate = Gate(notary, upstream, gun_prefix, config.manifest_cache_bytes)
+    gate = Gate(notary, upstream, gun_prefix, config.manifest_cache_bytes, trust.open_blobs)
     return Services(gate=gate, upstream=upstream)
 
 
@@ -111,6 +116,7 @@ def create_app(config: Config) -> ASGIApp:
     app = Starlette(
         routes=[
             Route("/v2/", base, methods=["GET", "HEAD"]),
+            Route("/v2", base, methods=["GET", "HEAD"]),
             Route("/v2/{rest:path}", dispatch, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]),
         ],
         exception_handlers={404: not_found, 405: method_not_allowed, Exception: internal_error},
@@ -130,7 +136,8 @@ async def dispatch(request: Request) -> Response:
         if request.method not in READ_METHODS:
             raise RegistryError(405, "UNSUPPORTED",
                                 f"pullgate is read-only: {request.method} on {request.url.path} is not allowed; "
-                                "push to the upstream registry directly", {"method": request.method})
+                                "push to the upstream registry directly", {"method": request.method},
+                                headers={"Allow": "GET, HEAD"})
         path = parse_path(request.path_params["rest"])
         if path is None:
             raise RegistryError(404, "UNSUPPORTED", f"pullgate does not offer {request.url.path}",
@@ -142,12 +149,14 @@ async def dispatch(request: Request) -> Response:
             return await blob(services, request, path, head)
         return await tags(services, request, path)
     except RegistryError as exc:
+        if exc.status >= 500:
+            log.warning("failed %s %s: %s", request.method, request.url.path, exc.message)
         return exc.response(head)
     except TrustError as exc:
         error = from_trust_error(exc)
         log.warning("refused %s %s: %s", request.method, request.url.path, error.message)
         return error.response(head)
-    except StoreCorrupt as exc:
+    except StateError as exc:
         log.error("%s", exc)
         return RegistryError(503, "UNAVAILABLE", str(exc)).response(head)
 
@@ -204,8 +213,14 @@ async def tags(services: Services, request: Request, path: RegistryPath) -> Resp
     last = request.query_params.get("last")
     if last:
         names = [n for n in names if n > last]
-    page_size = request.query_params.get("n", "")
-    limit = int(page_size) if page_size.isdigit() else DEFAULT_PAGE
+    page_size = request.query_params.get("n")
+    if page_size is None:
+        limit = DEFAULT_PAGE
+    elif PAGE_SIZE.match(page_size):
+        limit = int(page_size)
+    else:
+        raise RegistryError(400, "PAGINATION_NUMBER_INVALID", f"n must be a whole number up to {MAX_PAGE}",
+                            {"n": page_size[:64]})
     page, more = names[:limit], len(names) > limit
     headers = {}
     if more and page:
@@ -220,7 +235,7 @@ async def not_found(request: Request, exc: Exception) -> Response:
 
 async def method_not_allowed(request: Request, exc: Exception) -> Response:
     return RegistryError(405, "UNSUPPORTED", f"{request.method} is not allowed on {request.url.path}",
-                         {"method": request.method}).response(request.method == "HEAD")
+                         {"method": request.method}, headers={"Allow": "GET, HEAD"}).response(request.method == "HEAD")
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:

@@ -119,6 +119,7 @@ def check(config: Config, reference: str) -> int:
     from proxy.errors import RegistryError, from_trust_error
     from proxy.names import NAME, TAG
     from proxy.trust.errors import TrustError
+    from proxy.trust.store import StateError
 
     name, sep, tag = reference.rpartition(":")
     if not sep or "/" in tag or not NAME.match(name) or not TAG.match(tag):
@@ -134,6 +135,9 @@ def check(config: Config, reference: str) -> int:
                 return 1
             except RegistryError as exc:
                 print(f"pullgate: {exc.message}", file=sys.stderr)
+                return 1
+            except StateError as exc:
+                print(f"pullgate: {exc}", file=sys.stderr)
                 return 1
             print(f"{services.gate.gun(name)}:{tag} {target.digest} {target.length} {target.role}")
             return 0

@@ -6,6 +6,8 @@ and exit 2 instead of failing later with a traceback.
 """
 
 import os
+import re
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,13 @@ import yaml
 from cryptography import x509
 
 from proxy.auth import Credentials
+from proxy.httpclient import host_of
 from proxy.names import NAME
 from proxy.trust.pinning import Pinning
 from proxy.trust.repository import DEFAULT_ROLE_ORDER
 
 DEFAULT_LISTEN = "127.0.0.1:5050"
+_KEY_ID = re.compile(r"[0-9a-f]{64}\Z")
 
 
 class ConfigError(Exception):
@@ -60,6 +64,7 @@ class TrustConfig:
     repository_roles: dict[str, tuple[str, ...]] = field(default_factory=dict)
     grace: float = 0.0
     max_metadata_bytes: int = 100 << 20
+    open_blobs: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,7 @@ def parse_listen(text: str, setting: str = "listen") -> Listen:
         host = host[1:-1]
     elif ":" in host:
         raise ConfigError(setting, f"IPv6 addresses need brackets, e.g. [::1]:5050, got {text!r}")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ConfigError(setting, f"expected HOST:PORT, e.g. {DEFAULT_LISTEN}, got {text!r}")
     return Listen(host=host, port=int(port))
 
@@ -93,21 +98,24 @@ def parse_listen(text: str, setting: str = "listen") -> Listen:
 def _url(value: Any, setting: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(setting, "required: an http:// or https:// URL")
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+        parts.port
+    except ValueError as exc:
+        raise ConfigError(setting, f"is not a valid URL ({exc}): {value!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(setting, f"must be an http:// or https:// URL, got {value!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(setting, "must not hold credentials (they would show in messages and logs); "
+                                   "give them in the auth settings")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ConfigError(setting, f"must be the server's base URL with no path, got {value!r}")
-    try:
-        parts.port
-    except ValueError:
-        raise ConfigError(setting, f"has an invalid port: {value!r}") from None
     return value.rstrip("/")
 
 
-def _number(value: Any, setting: str, minimum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise ConfigError(setting, f"must be a number of at least {minimum}, got {value!r}")
+def _number(value: Any, setting: str, minimum: float, maximum: float = 1e12) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not minimum <= value <= maximum:
+        raise ConfigError(setting, f"must be a number from {minimum:g} to {maximum:g}, got {value!r}")
     return float(value)
 
 
@@ -121,12 +129,25 @@ def _section(document: dict[str, Any], name: str, allowed: set[str]) -> dict[str
     return section
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def load_file(path: Path) -> dict[str, Any]:
     """Read the YAML file; its problems are errors of the ``--config`` setting."""
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not path.exists():
+            raise ConfigError("--config", f"cannot read {path}: No such file or directory")
+        if not path.is_file():
+            raise ConfigError("--config", f"{path} is not a regular file")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError("--config", f"{path} is larger than {MAX_CONFIG_BYTES} bytes")
+        document = yaml.safe_load(data.decode("utf-8"))
     except OSError as exc:
         raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError("--config", f"{path} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise ConfigError("--config", f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if document is None:
@@ -138,7 +159,8 @@ def load_file(path: Path) -> dict[str, Any]:
 
 TOP_LEVEL = {"listen", "state_dir", "upstream", "trust", "cache", "timeouts"}
 UPSTREAM_KEYS = {"registry", "notary", "notary_ca", "gun_prefix", "notary_auth", "pinning"}
-TRUST_KEYS = {"refresh_interval", "roles", "repositories", "grace", "max_metadata_bytes"}
+TRUST_KEYS = {"refresh_interval", "roles", "repositories", "grace", "max_metadata_bytes", "blobs"}
+BLOB_POLICIES = ("signed", "open")
 
 
 def build(document: dict[str, Any], overrides: dict[str, Any]) -> Config:
@@ -150,14 +172,20 @@ def build(document: dict[str, Any], overrides: dict[str, Any]) -> Config:
     timeouts = _section(document, "timeouts", {"trust", "upstream"})
     listen = overrides.get("listen") or document.get("listen", DEFAULT_LISTEN)
     state = overrides.get("state_dir") or document.get("state_dir")
+    if not isinstance(listen, str):
+        raise ConfigError("listen", f"expected HOST:PORT as text, got {listen!r}")
+    if state is not None and (not isinstance(state, str) or not state):
+        raise ConfigError("state_dir", f"must be a directory path, got {state!r}")
+    if state is not None and Path(state).exists() and not Path(state).is_dir():
+        raise ConfigError("state_dir", f"{state} exists and is not a directory")
     return Config(
         listen=parse_listen(listen),
         upstream=_upstream(_section(document, "upstream", UPSTREAM_KEYS), overrides),
         state_dir=Path(state) if state else default_state_dir(),
         trust=_trust(_section(document, "trust", TRUST_KEYS), overrides),
-        manifest_cache_bytes=int(_number(cache.get("manifest_bytes", 64 << 20), "cache.manifest_bytes", 0)),
-        trust_timeout=_number(timeouts.get("trust", 10), "timeouts.trust", 0.1),
-        upstream_timeout=_number(timeouts.get("upstream", 30), "timeouts.upstream", 0.1),
+        manifest_cache_bytes=int(_number(cache.get("manifest_bytes", 64 << 20), "cache.manifest_bytes", 0, 1 << 40)),
+        trust_timeout=_number(timeouts.get("trust", 10), "timeouts.trust", 0.1, 3600),
+        upstream_timeout=_number(timeouts.get("upstream", 30), "timeouts.upstream", 0.1, 3600),
     )
 
 
@@ -170,13 +198,13 @@ def _upstream(section: dict[str, Any], overrides: dict[str, Any]) -> UpstreamCon
     registry = _url(_pick(overrides, "upstream", section, "registry"), "upstream.registry")
     notary = _url(_pick(overrides, "notary", section, "notary"), "upstream.notary")
     ca = _pick(overrides, "notary_ca", section, "notary_ca")
-    prefix = _pick(overrides, "gun_prefix", section, "gun_prefix") or urlsplit(registry).netloc
+    prefix = _pick(overrides, "gun_prefix", section, "gun_prefix") or host_of(registry)
     if not isinstance(prefix, str) or "://" in prefix or prefix.endswith("/"):
         raise ConfigError("upstream.gun_prefix", f"must be a host[:port][/path] prefix, got {prefix!r}")
     return UpstreamConfig(
         registry=registry,
         notary=notary,
-        notary_ca=_file(ca, "upstream.notary_ca") if ca else None,
+        notary_ca=_ca_file(ca, "upstream.notary_ca") if ca else None,
         gun_prefix=prefix,
         notary_auth=_credentials(section.get("notary_auth"), "upstream.notary_auth"),
         pinning=_pinning(section.get("pinning"), "upstream.pinning"),
@@ -188,21 +216,34 @@ def _trust(section: dict[str, Any], overrides: dict[str, Any]) -> TrustConfig:
     if not isinstance(repositories, dict):
         raise ConfigError("trust.repositories", "must map repository names to {roles: [...]}")
     repository_roles = {}
+    open_blobs = {"*"} if _blob_policy(section.get("blobs", "signed"), "trust.blobs") == "open" else set()
     for name, settings in repositories.items():
         setting = f"trust.repositories.{name}"
         if not isinstance(name, str) or not NAME.match(name):
             raise ConfigError(setting, "is not a valid repository name")
-        if not isinstance(settings, dict) or set(settings) != {"roles"}:
-            raise ConfigError(setting, "must be {roles: [...]}")
-        repository_roles[name] = _roles(settings["roles"], f"{setting}.roles")
+        if not isinstance(settings, dict) or not settings or set(settings) - {"roles", "blobs"}:
+            raise ConfigError(setting, "must be {roles: [...], blobs: signed|open}")
+        if "roles" in settings:
+            repository_roles[name] = _roles(settings["roles"], f"{setting}.roles")
+        if _blob_policy(settings.get("blobs", "signed"), f"{setting}.blobs") == "open":
+            open_blobs.add(name)
     refresh = _pick(overrides, "refresh_interval", section, "refresh_interval", 30)
     return TrustConfig(
-        refresh_interval=_number(refresh, "trust.refresh_interval", 0),
+        refresh_interval=_number(refresh, "trust.refresh_interval", 0, 86400),
         role_order=_roles(section.get("roles", list(DEFAULT_ROLE_ORDER)), "trust.roles"),
         repository_roles=repository_roles,
-        grace=_number(section.get("grace", 0), "trust.grace", 0),
-        max_metadata_bytes=int(_number(section.get("max_metadata_bytes", 100 << 20), "trust.max_metadata_bytes", 1)),
+        grace=_number(section.get("grace", 0), "trust.grace", 0, 30 * 86400),
+        max_metadata_bytes=int(_number(section.get("max_metadata_bytes", 100 << 20), "trust.max_metadata_bytes",
+                                       1024, 1 << 32)),
+        open_blobs=frozenset(open_blobs),
     )
+
+
+def _blob_policy(value: Any, setting: str) -> str:
+    """``signed``: a blob must be named by a signed manifest; ``open``: any blob, still digest-checked."""
+    if value not in BLOB_POLICIES:
+        raise ConfigError(setting, f"must be one of {', '.join(BLOB_POLICIES)}, got {value!r}")
+    return str(value)
 
 
 def _roles(value: Any, setting: str) -> tuple[str, ...]:
@@ -217,6 +258,16 @@ def _file(value: Any, setting: str) -> Path:
     path = Path(str(value))
     if not path.is_file():
         raise ConfigError(setting, f"no such file: {path}")
+    return path
+
+
+def _ca_file(value: Any, setting: str) -> Path:
+    """A file of PEM CA certificates, loaded once here so a bad one is a config error."""
+    path = _file(value, setting)
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConfigError(setting, f"{path} holds no usable PEM certificate ({exc})") from None
     return path
 
 
@@ -238,11 +289,15 @@ def _pinning(value: Any, setting: str) -> Pinning:
         raise ConfigError(setting, "must be a mapping with keys, ca and disable_tofu")
     keys = value.get("keys") or {}
     if not isinstance(keys, dict) or not all(
-        isinstance(ids, list) and ids and all(isinstance(i, str) and len(i) == 64 for i in ids) for ids in keys.values()
+        isinstance(gun, str) and isinstance(ids, list) and ids and all(isinstance(i, str) and _KEY_ID.match(i) for i in ids)
+        for gun, ids in keys.items()
     ):
         raise ConfigError(f"{setting}.keys", "must map each GUN to a list of 64-hex-digit key IDs (quote them in YAML)")
+    ca_section = value.get("ca") or {}
+    if not isinstance(ca_section, dict):
+        raise ConfigError(f"{setting}.ca", "must map GUNs or GUN prefixes to PEM files")
     cas = {}
-    for prefix, path in (value.get("ca") or {}).items():
+    for prefix, path in ca_section.items():
         file = _file(path, f"{setting}.ca.{prefix}")
         try:
             cas[str(prefix)] = tuple(x509.load_pem_x509_certificates(file.read_bytes()))

@@ -14,6 +14,7 @@ cache bounded by bytes.
 import asyncio
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 
 from cachetools import LRUCache
@@ -23,7 +24,9 @@ from proxy.singleflight import SingleFlight
 from proxy.trust.errors import DigestNotSigned
 from proxy.trust.notary import NotaryClient
 from proxy.trust.repository import TrustedRepository
-from proxy.upstream import Upstream
+from proxy.upstream import MANIFEST_MEDIA_TYPES, Upstream
+
+log = logging.getLogger("pullgate.gate")
 
 REMEMBERED_MANIFESTS = 65536
 EXPAND_CONCURRENCY = 8
@@ -132,8 +135,16 @@ class Gate:
 
         level = dict(repository.digests)
         for _ in range(MAX_INDEX_DEPTH):
-            found = await asyncio.gather(*(one(d, n) for d, n in level.items()))
-            level = {child: size for references in found for child, size in references.manifests.items()}
+            found = await asyncio.gather(*(one(d, n) for d, n in level.items()), return_exceptions=True)
+            for digest, outcome in zip(level, found):
+                if isinstance(outcome, BaseException):
+                    # one unreadable signed manifest must not hide what the others allow
+                    log.warning("signed manifest %s of %s could not be read: %s", digest, name, outcome)
+            level = {
+                child: size
+                for references in found if isinstance(references, References)
+                for child, size in references.manifests.items()
+            }
             if not level:
                 return
 
@@ -154,7 +165,8 @@ class Gate:
                 {"digest": digest},
             )
         media_type, references = read_manifest(fetched.body)
-        manifest = Manifest(digest=digest, body=fetched.body, content_type=media_type or fetched.content_type,
+        manifest = Manifest(digest=digest, body=fetched.body,
+                            content_type=media_type or _content_type(fetched.content_type, references),
                             references=references)
         self._remember(name, manifest)
         if len(manifest.body) <= self._manifests.maxsize:
@@ -167,6 +179,14 @@ class Gate:
             for child in manifest.references.of(kind):
                 key = (kind, name, child)
                 self._parents[key] = self._parents.get(key, frozenset()) | {manifest.digest}
+
+
+def _content_type(upstream: str, references: References) -> str:
+    """For a manifest that names no ``mediaType``: the upstream's, if it is a manifest type, else OCI's."""
+    if upstream.split(";")[0].strip() in MANIFEST_MEDIA_TYPES:
+        return upstream
+    return "application/vnd.oci.image.index.v1+json" if references.manifests else \
+        "application/vnd.oci.image.manifest.v1+json"
 
 
 def read_manifest(body: bytes) -> tuple[str | None, References]:

@@ -44,7 +44,7 @@ def parse_path(path: str) -> RegistryPath | None:
 
 def _name(name: str) -> str:
     if not NAME.match(name) or len(name) > MAX_NAME:
-        raise RegistryError(400, "NAME_INVALID", f"invalid repository name {name!r}", {"name": name})
+        raise RegistryError(400, "NAME_INVALID", f"invalid repository name {name[:300]!r}", {"name": name[:300]})
     return name
 
 
@@ -53,14 +53,19 @@ def _reference(kind: str, reference: str) -> str:
         check_digest(reference)
         return reference
     if not TAG.match(reference):
-        raise RegistryError(400, "MANIFEST_INVALID", f"invalid tag {reference!r}", {"tag": reference})
+        raise RegistryError(400, "MANIFEST_INVALID", f"invalid tag {reference[:300]!r}", {"tag": reference[:300]})
     return reference
 
 
 def check_digest(digest: str) -> None:
     """Refuse a malformed digest, and any algorithm but sha256."""
+    shown = digest[:80]
     if not DIGEST.match(digest):
-        raise RegistryError(400, "DIGEST_INVALID", f"invalid digest {digest!r}", {"digest": digest})
+        raise RegistryError(400, "DIGEST_INVALID", f"invalid digest {shown!r}", {"digest": shown})
+    algorithm, _, encoded = digest.partition(":")
+    if algorithm != "sha256":
+        raise RegistryError(400, "DIGEST_INVALID", f"unsupported digest algorithm {algorithm!r}: only sha256 "
+                            "is accepted", {"digest": shown})
     if not SHA256.match(digest):
-        raise RegistryError(400, "DIGEST_INVALID", f"unsupported digest {digest!r}: only sha256 is accepted",
-                            {"digest": digest})
+        raise RegistryError(400, "DIGEST_INVALID", f"invalid sha256 digest {shown!r}: it takes 64 lowercase "
+                            f"hex digits, got {len(encoded)} characters", {"digest": shown})

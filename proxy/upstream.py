@@ -6,14 +6,16 @@ they are errors: they become pullgate's own error JSON, with the upstream's
 status in the message.
 """
 
-import ssl
+import asyncio
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import httpx
 
+from proxy.auth import AuthFailed
 from proxy.errors import RegistryError, unavailable
+from proxy.httpclient import MAX_REDIRECTS, describe, host_of
 
 MANIFEST_MEDIA_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json",
@@ -21,19 +23,24 @@ MANIFEST_MEDIA_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.oci.image.index.v1+json",
 )
-MAX_REDIRECTS = 5
+MAX_ACCEPT_VALUES = 32
+_MEDIA_TYPE = re.compile(r"(?:\*|[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126})/(?:\*|[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126})"
+                         r"(?:\s*;\s*[A-Za-z0-9_.-]{1,64}=[A-Za-z0-9_.\"-]{1,128}){0,4}\Z")
 
 
 def merged_accept(client_values: Iterable[str]) -> str:
-    """Every media type the client accepts (over several header lines), plus the four manifest types."""
-    seen: dict[str, None] = {}
+    """The media types the client accepts (over several header lines), plus the four manifest types.
+
+    Only well-formed values are kept, at most 32: a by-digest answer does not
+    depend on them, and one client's header must not break the fetch that
+    concurrent clients share.
+    """
+    seen: dict[str, None] = dict.fromkeys(MANIFEST_MEDIA_TYPES)
     for line in client_values:
         for item in line.split(","):
             item = item.strip()
-            if item:
-                seen[item] = None
-    for media_type in MANIFEST_MEDIA_TYPES:
-        seen.setdefault(media_type, None)
+            if len(seen) < MAX_ACCEPT_VALUES + len(MANIFEST_MEDIA_TYPES) and _MEDIA_TYPE.match(item):
+                seen.setdefault(item, None)
     return ", ".join(seen)
 
 
@@ -46,34 +53,44 @@ class FetchedManifest:
 class Upstream:
     """One registry, reached over a shared ``httpx.AsyncClient``."""
 
-    def __init__(self, base_url: str, http: httpx.AsyncClient) -> None:
+    def __init__(self, base_url: str, http: httpx.AsyncClient, timeout: float = 30.0) -> None:
         self.base = base_url.rstrip("/")
-        self.host = urlsplit(base_url).netloc
+        self.host = host_of(base_url)
         self.http = http
+        self.timeout = timeout
 
     def url(self, name: str, kind: str, reference: str) -> str:
         return f"{self.base}/v2/{name}/{kind}/{reference}"
 
     async def manifest(self, name: str, digest: str, accept: str, bound: int) -> FetchedManifest:
-        """GET a manifest by digest, reading no more than ``bound`` bytes."""
+        """GET a manifest by digest, reading no more than ``bound`` bytes, within the timeout."""
         request = self.http.build_request("GET", self.url(name, "manifests", digest), headers={"Accept": accept})
-        response = await self._send(request)
         try:
-            self._check_status(response, "manifest", digest)
-            body = bytearray()
-            async for chunk in response.aiter_raw():
-                body += chunk
-                if len(body) > bound:
-                    raise RegistryError(
-                        502, "MANIFEST_INVALID",
-                        f"upstream registry {self.host} sent more than the signed {bound} bytes for manifest {digest}",
-                        {"digest": digest},
-                    )
+            async with asyncio.timeout(self.timeout):
+                response = await self._send(request)
+                try:
+                    self._check_status(response, "manifest", digest)
+                    body = await self._bounded(response, digest, bound)
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            raise unavailable(f"upstream registry {self.host} sent no complete manifest {digest} "
+                              f"within {self.timeout:g}s") from None
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from None
-        finally:
-            await response.aclose()
-        return FetchedManifest(bytes(body), response.headers.get("content-type", "application/octet-stream"))
+        return FetchedManifest(body, response.headers.get("content-type", ""))
+
+    async def _bounded(self, response: httpx.Response, digest: str, bound: int) -> bytes:
+        body = bytearray()
+        async for chunk in response.aiter_raw():
+            body += chunk
+            if len(body) > bound:
+                raise RegistryError(
+                    502, "MANIFEST_INVALID",
+                    f"upstream registry {self.host} sent more than the signed {bound} bytes for manifest {digest}",
+                    {"digest": digest},
+                )
+        return bytes(body)
 
     async def open_blob(self, name: str, digest: str, method: str) -> httpx.Response:
         """Start a blob download; the caller streams the body and must close the response."""
@@ -91,11 +108,19 @@ class Upstream:
             return await self.http.send(request, stream=True, follow_redirects=True)
         except httpx.TooManyRedirects:
             raise unavailable(f"upstream registry {self.host} redirected more than {MAX_REDIRECTS} times") from None
+        except AuthFailed as exc:
+            raise unavailable(f"upstream registry {self.host}: authentication failed: {exc}") from None
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from None
 
     def _check_status(self, response: httpx.Response, what: str, digest: str) -> None:
         status = response.status_code
+        encoding = response.headers.get("content-encoding", "identity").lower()
+        if status == 200 and encoding not in ("identity", ""):
+            raise RegistryError(502, "BLOB_UNKNOWN" if what == "blob" else "MANIFEST_INVALID",
+                                f"upstream registry {self.host} sent {what} {digest} {encoding}-encoded although "
+                                "pullgate asks for the bytes as they are (Accept-Encoding: identity)",
+                                {"digest": digest})
         if status == 200:
             return
         if status == 404:
@@ -106,16 +131,5 @@ class Upstream:
                           upstream_status=status)
 
     def _unreachable(self, exc: httpx.HTTPError) -> RegistryError:
-        return unavailable(f"upstream registry {self.host} is unavailable: {type(exc).__name__}: {exc}")
+        return unavailable(f"upstream registry {self.host} is unavailable: {describe(exc)}")
 
-
-def client(timeout: float, verify: ssl.SSLContext | bool = True, auth: httpx.Auth | None = None) -> httpx.AsyncClient:
-    """The shared client: identity encoding, bounded redirects, generous pool."""
-    return httpx.AsyncClient(
-        auth=auth,
-        timeout=httpx.Timeout(timeout),
-        headers={"Accept-Encoding": "identity", "User-Agent": "pullgate"},
-        max_redirects=MAX_REDIRECTS,
-        limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
-        verify=verify,
-    )

@@ -8,6 +8,7 @@ pullgate sent upstream.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import threading
 import time
@@ -29,6 +30,8 @@ class Fault:
     body: bytes | None = None
     mutate: Callable[[bytes], bytes] | None = None
     cut_after: int | None = None
+    headers: dict[str, str] | None = None
+    drip: tuple[int, float] | None = None  # send the body in pieces of N bytes, one every S seconds
 
 
 @dataclass
@@ -47,7 +50,9 @@ class FaultServer:
     faults: dict[str, Fault] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
     token: str | None = None
+    token_answer: tuple[int, bytes] | None = None  # what /token says instead of a token
     port: int = 0
+    sent: dict[str, int] = field(default_factory=dict)  # body bytes sent, by path
 
     def __post_init__(self) -> None:
         self.port = self.port or free_port()
@@ -90,8 +95,9 @@ class FaultServer:
         body = real.content if fault.body is None else fault.body
         if fault.mutate is not None:
             body = fault.mutate(body)
-        out = [(k.encode(), v.encode()) for k, v in real.headers.items()
-               if k.lower() in ("content-type", "docker-content-digest")]
+        kept = {k.lower(): v for k, v in real.headers.items() if k.lower() in ("content-type", "docker-content-digest")}
+        kept.update({k.lower(): v for k, v in (fault.headers or {}).items()})
+        out = [(k.encode(), v.encode()) for k, v in kept.items() if v]
         length = len(real.content) if scope["method"] == "HEAD" else len(body)
         out.append((b"content-length", str(real.headers.get("content-length", length)
                                            if scope["method"] == "HEAD" else length).encode()))
@@ -101,15 +107,43 @@ class FaultServer:
         elif fault.cut_after is not None:
             await send({"type": "http.response.body", "body": body[: fault.cut_after], "more_body": True})
             # returning without finishing makes the server drop the connection mid-body
+        elif fault.drip is not None:
+            await self._drip(path, body, *fault.drip, receive, send)
         else:
             await send({"type": "http.response.body", "body": body})
+
+    async def _drip(self, path: str, body: bytes, size: int, delay: float, receive: Receive, send: Send) -> None:
+        """Send slowly, counting what went out, until done or the reader has gone.
+
+        uvicorn drops writes to a closed connection silently, so the reader's
+        going is watched for on ``receive``.
+        """
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.ensure_future(watch())
+        self.sent[path] = 0
+        try:
+            for offset in range(0, len(body), size):
+                if gone.is_set():
+                    return
+                await send({"type": "http.response.body", "body": body[offset:offset + size], "more_body": True})
+                self.sent[path] += len(body[offset:offset + size])
+                await asyncio.sleep(delay)
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            watcher.cancel()
 
 
     async def _token_flow(self, path: str, headers: dict[str, list[str]], send: Send) -> bool:
         """Act as a token-protected server: True when the request was answered here."""
         if path == "/token":
-            body = f'{{"token": "{self.token}", "expires_in": 300}}'.encode()
-            await _answer(send, 200, body, b"application/json")
+            status, body = self.token_answer or (200, f'{{"token": "{self.token}", "expires_in": 300}}'.encode())
+            await _answer(send, status, body, b"application/json")
             return True
         if headers.get("authorization") == [f"Bearer {self.token}"]:
             return False

@@ -150,11 +150,11 @@ def test_store_keeps_the_newer_root(tmp_path: Path) -> None:
 
 
 def test_corrupt_state_file_is_an_error_not_a_fresh_start(tmp_path: Path) -> None:
-    from proxy.trust.store import StoreCorrupt
+    from proxy.trust.store import StateError
 
     store = TrustStore(tmp_path)
     store.directory.mkdir(parents=True)
     store.path(GUN).write_text("{not json")
-    with pytest.raises(StoreCorrupt) as caught:
+    with pytest.raises(StateError) as caught:
         store.load(GUN)
     assert "remove it to trust anew" in str(caught.value)

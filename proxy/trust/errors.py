@@ -13,11 +13,12 @@ class TrustError(Exception):
 class NoTrustData(TrustError):
     """The trust server has no trust data at all for the GUN."""
 
-    def __init__(self, gun: str, server: str) -> None:
+    def __init__(self, gun: str, server: str, trusted_before: bool = False) -> None:
         self.gun = gun
         self.server = server
+        note = " (a root was trusted for it before: its trust data was removed)" if trusted_before else ""
         super().__init__(
-            f"remote trust data does not exist for {gun}: {server} does not have trust data for {gun}"
+            f"remote trust data does not exist for {gun}: {server} does not have trust data for {gun}{note}"
         )
 
 

@@ -7,15 +7,17 @@ the verified answer in memory for ``refresh_interval`` seconds, then re-checks
 the timestamp alone, and lets concurrent cold lookups of one GUN fetch once.
 """
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 import httpx
 from cachetools import LRUCache
 
+from proxy.auth import AuthFailed
+from proxy.httpclient import describe, host_of
 from proxy.singleflight import SingleFlight
 from proxy.trust.errors import NoTrustData, TrustServerUnavailable, VerificationFailed
 from proxy.trust.metadata import FileMeta, parse_envelope, parse_root
@@ -41,6 +43,7 @@ class NotarySettings:
     role_orders: dict[str, tuple[str, ...]] = field(default_factory=dict)
     max_metadata_bytes: int = 100 << 20
     grace: float = 0.0
+    download_timeout: float = 10.0
     pinning: Pinning = field(default_factory=Pinning)
 
     def order(self, gun: str) -> tuple[str, ...]:
@@ -70,7 +73,7 @@ class NotaryClient:
         self.http = http
         self.clock = clock
         self.base = settings.url.rstrip("/")
-        self.server = urlsplit(settings.url).netloc
+        self.server = host_of(settings.url)
         self._cache: LRUCache[str, _Entry] = LRUCache(maxsize=CACHED_GUNS)
         self._flight: SingleFlight[TrustedRepository] = SingleFlight()
 
@@ -126,7 +129,7 @@ class NotaryClient:
         """The full walk: root, timestamp, snapshot, targets, the delegations needed."""
         root = await self._download(gun, "root.json", "root", self.settings.max_metadata_bytes)
         if root is None:
-            raise NoTrustData(gun, self.server)
+            raise NoTrustData(gun, self.server, trusted_before=self.store.load(gun) is not None)
         trusted = await self._trusted_root(gun, root)
         timestamp = await self._required(gun, "timestamp.json", "timestamp", TIMESTAMP_MAX_BYTES)
         trusted.update_timestamp(timestamp)
@@ -210,7 +213,8 @@ class NotaryClient:
         """One file, read no further than ``bound`` bytes; None when the server has none."""
         url = f"{self.base}/v2/{gun}/_trust/tuf/{filename}"
         try:
-            async with self.http.stream("GET", url) as response:
+            async with asyncio.timeout(self.settings.download_timeout), \
+                    self.http.stream("GET", url, follow_redirects=True) as response:
                 if response.status_code == 404:
                     return None
                 if response.status_code == 401:
@@ -225,8 +229,13 @@ class NotaryClient:
                     if len(body) > bound:
                         raise VerificationFailed(role, "length", f"{filename} is longer than its bound of {bound} bytes")
                 return bytes(body)
+        except TimeoutError:
+            raise TrustServerUnavailable(gun, self.server, f"{filename}: no complete answer within "
+                                         f"{self.settings.download_timeout:g}s") from None
+        except AuthFailed as exc:
+            raise TrustServerUnavailable(gun, self.server, f"{filename}: authentication failed: {exc}") from None
         except httpx.HTTPError as exc:
-            raise TrustServerUnavailable(gun, self.server, _describe(exc)) from None
+            raise TrustServerUnavailable(gun, self.server, f"{filename}: {describe(exc)}") from None
 
 
 def _with_ancestors(order: tuple[str, ...]) -> list[str]:
@@ -239,8 +248,3 @@ def _with_ancestors(order: tuple[str, ...]) -> list[str]:
             if name not in roles:
                 roles.append(name)
     return roles
-
-
-def _describe(exc: httpx.HTTPError) -> str:
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text

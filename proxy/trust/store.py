@@ -8,6 +8,7 @@ see half a file, and never lower each other's rollback bounds.
 """
 
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
@@ -18,6 +19,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 
+MAX_STEM = 200
+
+
 @dataclass(frozen=True)
 class StoredTrust:
     root: bytes
@@ -25,8 +29,8 @@ class StoredTrust:
     versions: dict[str, int]
 
 
-class StoreCorrupt(Exception):
-    """The state file of a GUN cannot be read; trust must not silently restart."""
+class StateError(Exception):
+    """The state of a GUN cannot be read or written; trust must not silently restart."""
 
 
 class TrustStore:
@@ -36,7 +40,13 @@ class TrustStore:
         self.directory = state_dir / "trust"
 
     def path(self, gun: str) -> Path:
-        return self.directory / (quote(gun, safe="") + ".json")
+        return self.directory / (self._stem(gun) + ".json")
+
+    @staticmethod
+    def _stem(gun: str) -> str:
+        """The GUN, quoted; a GUN too long for a file name goes by its SHA-256 instead."""
+        quoted = quote(gun, safe="")
+        return quoted if len(quoted) <= MAX_STEM else "sha256-" + hashlib.sha256(gun.encode()).hexdigest()
 
     def load(self, gun: str) -> StoredTrust | None:
         """The stored state, or None for a GUN never seen."""
@@ -46,17 +56,25 @@ class TrustStore:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise StoreCorrupt(f"trusted state {path} cannot be read: {exc.strerror}") from None
+            raise StateError(f"trusted state {path} cannot be read: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise StateError(f"trusted state {path} is not UTF-8; remove it to trust anew") from None
         try:
             document = json.loads(text)
             versions = {str(k): int(v) for k, v in document["versions"].items()}
             return StoredTrust(root=document["root"].encode("utf-8"), root_version=int(document["root_version"]),
                                versions=versions)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise StoreCorrupt(f"trusted state {path} is unreadable ({exc}); remove it to trust anew") from None
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
+            raise StateError(f"trusted state {path} is unreadable ({exc}); remove it to trust anew") from None
 
     def save(self, gun: str, state: StoredTrust) -> StoredTrust:
         """Merge ``state`` into what is stored and write the result; returns it."""
+        try:
+            return self._save(gun, state)
+        except OSError as exc:
+            raise StateError(f"cannot write trusted state in {self.directory}: {exc.strerror or exc}") from None
+
+    def _save(self, gun: str, state: StoredTrust) -> StoredTrust:
         self.directory.mkdir(parents=True, exist_ok=True)
         with self._locked(gun):
             current = self.load(gun)
@@ -77,7 +95,7 @@ class TrustStore:
 
     @contextmanager
     def _locked(self, gun: str) -> Iterator[None]:
-        with open(self.directory / (quote(gun, safe="") + ".lock"), "a") as lock:
+        with open(self.directory / (self._stem(gun) + ".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield

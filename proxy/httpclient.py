@@ -1,0 +1,39 @@
+"""The outbound HTTP client settings shared by the registry and trust server clients.
+
+Identity encoding (the bytes that arrive are the bytes a digest names),
+bounded redirects, a generous connection pool, and one way to say what went
+wrong with a request.
+"""
+
+import ssl
+from urllib.parse import urlsplit
+
+import httpx
+
+MAX_REDIRECTS = 5
+
+
+def client(timeout: float, verify: ssl.SSLContext | bool = True, auth: httpx.Auth | None = None) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        auth=auth,
+        timeout=httpx.Timeout(timeout),
+        headers={"Accept-Encoding": "identity", "User-Agent": "pullgate"},
+        max_redirects=MAX_REDIRECTS,
+        limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+        verify=verify,
+    )
+
+
+def describe(exc: Exception) -> str:
+    """``ConnectError: [Errno 111] Connection refused``; a bare type name gets a plain reading."""
+    text = str(exc)
+    if not text:
+        text = "timed out" if isinstance(exc, (httpx.TimeoutException, TimeoutError)) else "no detail given"
+    return f"{type(exc).__name__}: {text}"
+
+
+def host_of(url: str) -> str:
+    """``host[:port]`` of a URL, without any user information, IPv6 in brackets."""
+    parts = urlsplit(url)
+    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else (parts.hostname or "")
+    return f"{host}:{parts.port}" if parts.port else host

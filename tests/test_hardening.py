@@ -1,0 +1,299 @@
+"""Bad input and misbehaving servers, each from a bug found by trying to break pullgate."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from proxy.trust.store import StateError, StoredTrust, TrustStore
+from proxy.upstream import MANIFEST_MEDIA_TYPES, merged_accept
+from tests.faults import Fault, FaultServer
+from tests.realenv.pullgate import Proxy, start_proxy
+from tests.realenv.sandbox import Sandbox
+from tests.test_config import pullgate
+
+
+def fronted(sandbox: Sandbox, tmp_path: Path, registry: FaultServer | None = None,
+            notary: FaultServer | None = None, *extra: str) -> Proxy:
+    return start_proxy(tmp_path, registry.url if registry else sandbox.registry.url,
+                       notary.url if notary else sandbox.notary.url, sandbox.ca.ca_cert,
+                       extra=("--gun-prefix", sandbox.registry.host, "--refresh-interval", "0", *extra))
+
+
+@pytest.fixture
+def registry_front(sandbox: Sandbox) -> Iterator[FaultServer]:
+    server = FaultServer(sandbox.registry.url).start()
+    yield server
+    server.stop()
+
+
+# -- the token realm is not a trust server ---------------------------------------------------
+
+
+@pytest.mark.parametrize("answer", [(404, b"not here"), (200, b'{"error": "no"}'),
+                                    (200, b'{"signed": {"_type": "Root"}, "signatures": []}')],
+                         ids=["404", "no-token", "trust-file"])
+def test_failed_token_request_is_503_and_never_read_as_trust_data(sandbox: Sandbox, tmp_path: Path,
+                                                                   answer: tuple[int, bytes]) -> None:
+    notary = FaultServer(sandbox.notary.url, verify=sandbox.ca.ssl_context(), token="t", token_answer=answer).start()
+    proxy = fronted(sandbox, tmp_path, notary=notary)
+    try:
+        response = httpx.get(f"{proxy.url}/v2/library/demo/manifests/v1")
+    finally:
+        proxy.stop()
+        notary.stop()
+    assert response.status_code == 503
+    error = response.json()["errors"][0]
+    assert error["code"] == "UNAVAILABLE"
+    assert "authentication failed: token realm" in error["message"]
+    assert "does not exist" not in error["message"]
+    assert not list((proxy.state_dir / "trust").glob("*.json")), "nothing may be trusted from a token answer"
+
+
+def test_plain_http_realm_of_an_https_server_is_refused() -> None:
+    import asyncio
+
+    from proxy.auth import AuthFailed, ChallengeAuth, Credentials
+
+    auth = ChallengeAuth(Credentials("u", "p"))
+    flow = auth.async_auth_flow(httpx.Request("GET", "https://notary.example/v2/g/_trust/tuf/root.json"))
+
+    async def walk() -> None:
+        await flow.__anext__()
+        challenge = httpx.Response(401, headers={"WWW-Authenticate": 'Bearer realm="http://evil.example/token"'})
+        await flow.asend(challenge)
+
+    with pytest.raises(AuthFailed, match="plain-http token realm"):
+        asyncio.run(walk())
+
+
+# -- what clients send ---------------------------------------------------------------------
+
+
+def test_accept_keeps_well_formed_types_and_is_bounded() -> None:
+    junk = ", ".join(f"application/x-{i}+json" for i in range(1000))
+    merged = merged_accept(["application/json", "not a type", "a/b;q=0.5", junk, "*/*", "\x00/\x00"]).split(", ")
+    assert merged[:4] == list(MANIFEST_MEDIA_TYPES)
+    assert merged[4:7] == ["application/json", "a/b;q=0.5", "application/x-0+json"]
+    assert len(merged) == 4 + 32
+    assert "not a type" not in merged
+
+
+@pytest.mark.parametrize("n", ["abc", "-1", "%C2%B2", "9" * 5000, "100001"])
+def test_bad_page_size_is_400(proxy: Proxy, n: str) -> None:
+    response = httpx.get(f"{proxy.url}/v2/library/demo/tags/list?n={n}")
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["code"] == "PAGINATION_NUMBER_INVALID"
+
+
+def test_405_says_what_is_allowed(proxy: Proxy) -> None:
+    response = httpx.put(f"{proxy.url}/v2/library/demo/manifests/v1")
+    assert response.status_code == 405 and response.headers["allow"] == "GET, HEAD"
+
+
+def test_v2_without_slash_is_the_base_endpoint(proxy: Proxy) -> None:
+    response = httpx.get(f"{proxy.url}/v2")
+    assert response.status_code == 200 and response.json() == {}
+
+
+@pytest.mark.parametrize("digest, says", [
+    ("sha256:abc", "takes 64 lowercase hex digits, got 3"),
+    ("sha256:" + "A" * 64, "takes 64 lowercase hex digits"),
+    ("sha512:" + "a" * 128, "unsupported digest algorithm 'sha512'"),
+])
+def test_digest_errors_say_what_is_wrong(proxy: Proxy, digest: str, says: str) -> None:
+    response = httpx.get(f"{proxy.url}/v2/library/demo/manifests/{digest}")
+    assert response.status_code == 400
+    assert says in response.json()["errors"][0]["message"]
+
+
+# -- misbehaving registry ---------------------------------------------------------------------
+
+
+def test_one_unreadable_signed_manifest_does_not_hide_the_others(sandbox: Sandbox, tmp_path: Path,
+                                                                 registry_front: FaultServer) -> None:
+    v1, multi = sandbox.images["demo:v1"], sandbox.images["demo:multi"]
+    registry_front.faults[f"/manifests/{v1.digest}"] = Fault(status=404, body=b"gone")
+    proxy = fronted(sandbox, tmp_path, registry=registry_front)
+    try:
+        index = httpx.get(f"{sandbox.registry.url}/v2/library/demo/manifests/{multi.digest}",
+                          headers={"Accept": multi.media_type}).json()
+        arm64 = next(m["digest"] for m in index["manifests"] if m["platform"]["architecture"] == "arm64")
+        response = httpx.get(f"{proxy.url}/v2/library/demo/manifests/{arm64}")
+        assert response.status_code == 200
+        assert response.headers["docker-content-digest"] == arm64
+        assert "signed manifest " + v1.digest in proxy.service.log_tail()
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.parametrize("content_type", ["text/html", ""])
+def test_manifest_content_type_never_comes_from_a_bad_upstream_header(sandbox: Sandbox, tmp_path: Path,
+                                                                     registry_front: FaultServer,
+                                                                     content_type: str) -> None:
+    v1 = sandbox.images["demo:v1"]
+    registry_front.faults[f"/manifests/{v1.digest}"] = Fault(headers={"content-type": content_type})
+    proxy = fronted(sandbox, tmp_path, registry=registry_front)
+    try:
+        response = httpx.get(f"{proxy.url}/v2/library/demo/manifests/v1")
+    finally:
+        proxy.stop()
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/vnd.oci.image.manifest.v1+json"
+
+
+def test_gzip_encoded_upstream_answer_is_a_clean_error(sandbox: Sandbox, tmp_path: Path,
+                                                      registry_front: FaultServer) -> None:
+    import gzip
+
+    v1 = sandbox.images["demo:v1"]
+    registry_front.faults[f"/manifests/{v1.digest}"] = Fault(mutate=gzip.compress,
+                                                             headers={"content-encoding": "gzip"})
+    proxy = fronted(sandbox, tmp_path, registry=registry_front)
+    try:
+        response = httpx.get(f"{proxy.url}/v2/library/demo/manifests/v1")
+        log = proxy.service.log_tail()
+    finally:
+        proxy.stop()
+    assert response.status_code == 502
+    assert "gzip-encoded" in response.json()["errors"][0]["message"]
+    assert "failed GET /v2/library/demo/manifests/v1" in log, "upstream trouble is logged for operators"
+
+
+def test_client_that_goes_away_stops_the_upstream_download(sandbox: Sandbox, tmp_path: Path,
+                                                           registry_front: FaultServer) -> None:
+    blob = os.urandom(8 << 20)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    upload = httpx.post(f"{sandbox.registry.url}/v2/library/bigblob/blobs/uploads/")
+    location = upload.headers["location"]
+    separator = "&" if "?" in location else "?"
+    assert httpx.put(f"{location}{separator}digest={digest}", content=blob,
+                     headers={"Content-Type": "application/octet-stream"}).status_code == 201
+    path = f"/v2/library/bigblob/blobs/{digest}"
+    registry_front.faults[path] = Fault(drip=(64 << 10, 0.05))
+    config = tmp_path / "open.yaml"
+    config.write_text("trust:\n  repositories:\n    library/bigblob: {blobs: open}\n")
+    proxy = fronted(sandbox, tmp_path, registry_front, None, "--config", str(config))
+    try:
+        with httpx.stream("GET", proxy.url + path) as response:
+            assert response.status_code == 200
+            next(response.iter_raw())
+        time.sleep(2)
+        sent_then = registry_front.sent[path]
+        time.sleep(1)
+        assert registry_front.sent[path] == sent_then, "the upstream download goes on without a reader"
+        assert sent_then < len(blob) // 2
+    finally:
+        proxy.stop()
+
+
+# -- state ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00garbage", b'{"root": "x", "root_version": 1e999, "versions": {}}',
+                                     b"[" * 100_000])
+def test_corrupt_state_file_is_a_state_error(tmp_path: Path, content: bytes) -> None:
+    store = TrustStore(tmp_path)
+    store.directory.mkdir(parents=True)
+    store.path("g/x").write_bytes(content)
+    with pytest.raises(StateError):
+        store.load("g/x")
+
+
+def test_gun_too_long_for_a_file_name_is_stored_by_its_hash(tmp_path: Path) -> None:
+    gun = "127.0.0.1:5000/" + "/".join(["segment"] * 60)
+    store = TrustStore(tmp_path)
+    store.save(gun, StoredTrust(root=b"{}", root_version=1, versions={"root": 1}))
+    assert store.load(gun) == StoredTrust(root=b"{}", root_version=1, versions={"root": 1})
+    assert store.path(gun).name.startswith("sha256-")
+
+
+def test_unwritable_state_dir_is_a_state_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "trust"
+    blocker.write_text("a file where the directory should be")
+    with pytest.raises(StateError, match="cannot write trusted state"):
+        TrustStore(tmp_path).save("g/x", StoredTrust(root=b"{}", root_version=1, versions={}))
+
+
+def test_corrupt_state_answers_503_naming_the_file(sandbox: Sandbox, tmp_path: Path) -> None:
+    proxy = start_proxy(tmp_path, sandbox.registry.url, sandbox.notary.url, sandbox.ca.ca_cert)
+    try:
+        store = TrustStore(proxy.state_dir)
+        store.directory.mkdir(parents=True, exist_ok=True)
+        store.path(sandbox.gun("library/demo")).write_bytes(b"\xff\xfe")
+        response = httpx.get(f"{proxy.url}/v2/library/demo/manifests/v1")
+    finally:
+        proxy.stop()
+    assert response.status_code == 503
+    assert "remove it to trust anew" in response.json()["errors"][0]["message"]
+
+
+# -- settings ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, setting", [
+    ("listen: \"127.0.0.1:\u00b2\"\n", "listen"),
+    ("listen: \"127.0.0.1:\uff10\uff15\uff10\"\n", "listen"),
+    ("state_dir: 5\n", "state_dir"),
+    ("state_dir: [a]\n", "state_dir"),
+    ("trust:\n  max_metadata_bytes: .inf\n", "trust.max_metadata_bytes"),
+    ("trust:\n  refresh_interval: .nan\n", "trust.refresh_interval"),
+    ("cache:\n  manifest_bytes: .nan\n", "cache.manifest_bytes"),
+    ("timeouts:\n  trust: .nan\n", "timeouts.trust"),
+    ("upstream:\n  pinning:\n    ca: [a, b]\n", "upstream.pinning.ca"),
+    ("upstream:\n  pinning:\n    keys: {g: ['" + "g" * 64 + "']}\n", "upstream.pinning.keys"),
+    ("trust:\n  blobs: sometimes\n", "trust.blobs"),
+])
+def test_bad_file_settings_are_one_line_naming_them(tmp_path: Path, text: str, setting: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    result = pullgate("serve", "--config", str(path), "--upstream", "http://a", "--notary", "http://b")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(f"pullgate: config error: {setting}: ")
+
+
+@pytest.mark.parametrize("flags, setting", [
+    (["--upstream", "http://[::1"], "upstream.registry"),
+    (["--upstream", "http://alice:secret@127.0.0.1:5000"], "upstream.registry"),
+    (["--notary-ca", "/etc/hostname"], "upstream.notary_ca"),
+    (["--refresh-interval", "nan"], "trust.refresh_interval"),
+])
+def test_bad_flags_are_one_line_naming_the_setting(flags: list[str], setting: str) -> None:
+    base = {"--upstream": "http://a", "--notary": "https://b"}
+    for flag, value in zip(flags[::2], flags[1::2]):
+        base[flag] = value
+    result = pullgate("serve", *[part for pair in base.items() for part in pair])
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"pullgate: config error: {setting}: ")
+    assert "secret" not in result.stderr
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00\x01binary", "listen: x\n".encode("utf-16")])
+def test_binary_config_file_is_one_line(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    result = pullgate("serve", "--config", str(path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"pullgate: config error: --config: {path} is not UTF-8 text"
+
+
+def test_config_that_is_not_a_regular_file_is_refused() -> None:
+    result = pullgate("serve", "--config", "/dev/zero")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "pullgate: config error: --config: /dev/zero is not a regular file"
+
+
+def test_check_with_a_state_dir_it_cannot_use_is_one_line(sandbox: Sandbox, tmp_path: Path) -> None:
+    (tmp_path / "trust").write_text("in the way")
+    result = pullgate("check", "--upstream", sandbox.registry.url, "--notary", sandbox.notary.url,
+                      "--notary-ca", str(sandbox.ca.ca_cert), "--state-dir", str(tmp_path), "library/demo:v1")
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("pullgate: trusted state ") and "Not a directory" in result.stderr
+    assert "Traceback" not in result.stderr
