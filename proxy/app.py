@@ -11,6 +11,7 @@ import re
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 from starlette.applications import Starlette
@@ -89,18 +90,24 @@ def build_services(config: Config, notary_http: httpx.AsyncClient, registry_http
     return Services(gate=gate, upstream=upstream)
 
 
-def notary_verify(config: Config) -> ssl.SSLContext | bool:
-    if config.upstream.notary_ca is None:
-        return True
-    return ssl.create_default_context(cafile=str(config.upstream.notary_ca))
+def verify_with(ca: Path | None) -> ssl.SSLContext | bool:
+    """TLS verification: the system's CAs, or the configured CA file."""
+    return True if ca is None else ssl.create_default_context(cafile=str(ca))
 
 
 @contextlib.asynccontextmanager
 async def open_services(config: Config) -> AsyncIterator[Services]:
-    """The HTTP clients and the gate, closed when the block ends."""
-    notary_auth = ChallengeAuth(config.upstream.notary_auth)
-    async with client(config.trust_timeout, notary_verify(config), notary_auth) as notary_http, \
-            client(config.upstream_timeout) as registry_http:
+    """The HTTP clients and the gate, closed when the block ends.
+
+    Each server gets its own client and its own credentials: what is
+    configured for the registry never reaches the trust server, and nothing a
+    client sent pullgate is forwarded to either.
+    """
+    upstream = config.upstream
+    async with client(config.trust_timeout, verify_with(upstream.notary_ca),
+                      ChallengeAuth(upstream.notary_auth)) as notary_http, \
+            client(config.upstream_timeout, verify_with(upstream.registry_ca),
+                   ChallengeAuth(upstream.auth)) as registry_http:
         yield build_services(config, notary_http, registry_http)
 
 

@@ -53,6 +53,8 @@ class UpstreamConfig:
     gun_prefix: str
     notary_auth: Credentials | None = None
     pinning: Pinning = field(default_factory=Pinning)
+    auth: Credentials | None = None
+    registry_ca: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,7 @@ def load_file(path: Path) -> dict[str, Any]:
 
 
 TOP_LEVEL = {"listen", "state_dir", "upstream", "trust", "cache", "timeouts"}
-UPSTREAM_KEYS = {"registry", "notary", "notary_ca", "gun_prefix", "notary_auth", "pinning"}
+UPSTREAM_KEYS = {"registry", "notary", "notary_ca", "gun_prefix", "notary_auth", "pinning", "auth", "registry_ca"}
 TRUST_KEYS = {"refresh_interval", "roles", "repositories", "grace", "max_metadata_bytes", "blobs"}
 BLOB_POLICIES = ("signed", "open")
 
@@ -208,6 +210,8 @@ def _upstream(section: dict[str, Any], overrides: dict[str, Any]) -> UpstreamCon
         gun_prefix=prefix,
         notary_auth=_credentials(section.get("notary_auth"), "upstream.notary_auth"),
         pinning=_pinning(section.get("pinning"), "upstream.pinning"),
+        auth=_credentials(section.get("auth"), "upstream.auth"),
+        registry_ca=_ca_file(section["registry_ca"], "upstream.registry_ca") if section.get("registry_ca") else None,
     )
 
 

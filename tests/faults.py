@@ -32,6 +32,7 @@ class Fault:
     cut_after: int | None = None
     headers: dict[str, str] | None = None
     drip: tuple[int, float] | None = None  # send the body in pieces of N bytes, one every S seconds
+    redirect_to: str | None = None  # answer 307 to this base URL + the same path, as storage behind a CDN does
 
 
 @dataclass
@@ -52,6 +53,7 @@ class FaultServer:
     token: str | None = None
     token_answer: tuple[int, bytes] | None = None  # what /token says instead of a token
     port: int = 0
+    reject_authorization: bool = False  # like a CDN that refuses requests carrying credentials
     sent: dict[str, int] = field(default_factory=dict)  # body bytes sent, by path
 
     def __post_init__(self) -> None:
@@ -87,7 +89,13 @@ class FaultServer:
         self.seen.append(Seen(scope["method"], path, headers))
         if self.token is not None and await self._token_flow(path, headers, send):
             return
+        if self.reject_authorization and "authorization" in headers:
+            await _answer(send, 400, b"<Error>credentials are not accepted here</Error>", b"application/xml")
+            return
         fault = self.fault_for(path) or Fault()
+        if fault.redirect_to is not None:
+            await _answer(send, 307, b"", b"text/plain", [(b"location", (fault.redirect_to + path).encode())])
+            return
         forward = {k: ", ".join(v) for k, v in headers.items() if k in ("accept", "range", "authorization")}
         async with httpx.AsyncClient(verify=self.verify, headers={"Accept-Encoding": "identity"}) as client:
             real = await client.request(scope["method"], self.target + path, headers=forward)

@@ -33,7 +33,8 @@ import pytest
 
 from tests.realenv.images import OCI_INDEX
 from tests.realenv.procs import clean_env, run
-from tests.realenv.pullgate import Proxy
+from tests.faults import Fault, FaultServer, flip_last_byte
+from tests.realenv.pullgate import Proxy, start_proxy
 from tests.realenv.sandbox import Sandbox, SeededImage, seed_dsigned
 from tests.realenv.services import Containerd, Dockerd, podman_cmd, start_containerd, start_dockerd
 from tests.realenv.testing import components, needs
@@ -401,3 +402,89 @@ def test_missing_client_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception):
         needs("pullgate-no-such-client")
+
+
+# ---------------------------------------------------------------------------
+# real clients through a faulty upstream: token auth, blobs behind a CDN redirect, broken streams
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Faulty:
+    """pullgate in front of a token-protected registry front whose blobs 307 to a credential-refusing CDN."""
+
+    proxy: Proxy
+    registry: FaultServer
+    cdn: FaultServer
+
+    def blob_fault(self, fault: Fault | None) -> None:
+        """Put a fault on every blob, or (None) send every blob to the CDN again."""
+        self.registry.faults["/blobs/"] = fault or Fault(redirect_to=self.cdn.url)
+
+
+@pytest.fixture(scope="module")
+def faulty(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faulty]:
+    registry = FaultServer(sandbox.registry.url, token="registry-token").start()
+    cdn = FaultServer(sandbox.registry.url, reject_authorization=True).start()
+    running = start_proxy(tmp_path_factory.mktemp("faulty"), registry.url, sandbox.notary.url, sandbox.ca.ca_cert,
+                          extra=("--gun-prefix", sandbox.registry.host))
+    world = Faulty(running, registry, cdn)
+    world.blob_fault(None)
+    yield world
+    running.stop()
+    registry.stop()
+    cdn.stop()
+
+
+def test_skopeo_through_token_auth_and_cdn_redirects(skopeo: Tool, faulty: Faulty, sandbox: Sandbox,
+                                                     tmp_path: Path) -> None:
+    argv, env = skopeo
+    image = sandbox.images["demo:multi"]
+    layout = tmp_path / "layout"
+    result = run([*argv, "copy", "--all", "--src-tls-verify=false", f"docker://{proxied(faulty.proxy, image)}",
+                  f"oci:{layout}:multi"], env=env, check=False)
+    assert result.returncode == 0, output(result)
+    assert_blobs_intact(layout)
+    assert any("/blobs/" in s.path for s in faulty.cdn.seen), "blobs came from the CDN"
+    assert all("authorization" not in s.headers for s in faulty.cdn.seen)
+
+
+def test_ctr_pull_of_a_flipped_layer_fails_then_succeeds_when_healthy(containerd: Containerd, faulty: Faulty,
+                                                                      sandbox: Sandbox) -> None:
+    image = sandbox.images["demo:v1"]
+    ref = proxied(faulty.proxy, image)
+    faulty.blob_fault(Fault(mutate=flip_last_byte))
+    try:
+        broken = containerd.ctr("images", "pull", "--plain-http", ref, check=False)
+    finally:
+        faulty.blob_fault(None)
+    assert broken.returncode != 0, output(broken)
+    healthy = containerd.ctr("images", "pull", "--plain-http", ref, check=False)
+    assert healthy.returncode == 0, output(healthy)
+    assert ctr_images(containerd)[ref][1] == image.digest
+
+
+@pytest.mark.parametrize("fault", [Fault(cut_after=20), Fault(status=500, body=b"<html>upstream down</html>",
+                                                              headers={"content-type": "text/html"})],
+                         ids=["truncated", "html-500"])
+def test_docker_pull_of_a_broken_layer_fails_cleanly_then_succeeds(docker: Dockerd, faulty: Faulty,
+                                                                   sandbox: Sandbox, fault: Fault) -> None:
+    image = sandbox.images["demo:v1"]
+    faulty.blob_fault(fault)
+    try:
+        broken = docker_pull(docker, proxied(faulty.proxy, image))
+    finally:
+        faulty.blob_fault(None)
+    assert broken.returncode != 0
+    assert "<html>" not in output(broken)
+    assert_docker_pulled(docker, faulty.proxy, image)
+
+
+def test_docker_pull_through_cdn_redirects_without_docker_content_digest(docker: Dockerd, faulty: Faulty,
+                                                                         sandbox: Sandbox) -> None:
+    image = sandbox.images["demo:multi"]
+    faulty.cdn.faults["/blobs/"] = Fault(headers={"docker-content-digest": ""})
+    try:
+        assert_docker_pulled(docker, faulty.proxy, image)
+    finally:
+        faulty.cdn.faults.clear()

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.faults import Fault, FaultServer, flip_last_byte
+from tests.realenv.images import upload_blob
 from tests.realenv.procs import free_port
 from tests.realenv.pullgate import REPO_ROOT, Proxy, start_proxy
 from tests.realenv.sandbox import Sandbox
@@ -281,3 +282,135 @@ def test_check_command_resolves_like_notary_lookup(sandbox: Sandbox, tmp_path: P
     assert "No valid trust data for dev" in bad.stderr
     stored = json.loads(next((tmp_path / "trust").glob("*.json")).read_text())
     assert stored["gun"] == sandbox.gun("library/demo") and stored["versions"]["root"] >= 1
+
+
+# -- blobs: the gate, ranges, lengths, redirects ----------------------------------------------------
+
+
+def test_blob_of_an_image_nobody_signed_is_refused(proxy: Proxy, sandbox: Sandbox) -> None:
+    digest, _ = layer_of(sandbox, "notrust:latest")
+    response = get(proxy, f"/v2/library/notrust/blobs/{digest}")
+    assert response.status_code == 403
+    assert error_of(response)["message"].startswith("remote trust data does not exist for")
+    stray = upload_blob(sandbox.registry.url, "library/demo", b"pushed to a signed repository, named by no signed manifest")
+    assert httpx.get(f"{sandbox.registry.url}/v2/library/demo/blobs/{stray}").status_code == 200
+    response = get(proxy, f"/v2/library/demo/blobs/{stray}")
+    assert response.status_code == 403
+    assert error_of(response)["message"].startswith(f"blob {stray} is not signed for {sandbox.gun('library/demo')}")
+
+
+def test_blob_of_a_signed_index_child_is_allowed_by_a_fresh_proxy(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A proxy that has seen nothing yet rebuilds what the signed targets reference."""
+    multi = sandbox.images["demo:multi"]
+    index = registry_manifest(sandbox, "library/demo", multi.digest).json()
+    child = next(m for m in index["manifests"] if m["platform"]["architecture"] == "arm64")
+    layer = registry_manifest(sandbox, "library/demo", child["digest"]).json()["layers"][0]
+    running = start_proxy(tmp_path, sandbox.registry.url, sandbox.notary.url, sandbox.ca.ca_cert)
+    try:
+        response = get(running, f"/v2/library/demo/blobs/{layer['digest']}")
+    finally:
+        running.stop()
+    assert response.status_code == 200
+    assert len(response.content) == layer["size"]
+
+
+def test_open_blobs_setting_skips_the_reference_check(sandbox: Sandbox, tmp_path: Path) -> None:
+    digest, size = layer_of(sandbox, "notrust:latest")
+    config = tmp_path / "open.yaml"
+    config.write_text("trust:\n  blobs: open\n")
+    running = start_proxy(tmp_path, sandbox.registry.url, sandbox.notary.url, sandbox.ca.ca_cert,
+                          extra=("--config", str(config)))
+    try:
+        response = get(running, f"/v2/library/notrust/blobs/{digest}")
+    finally:
+        running.stop()
+    assert response.status_code == 200 and len(response.content) == size
+
+
+@pytest.mark.parametrize("header, start, end", [("bytes=0-9", 0, 9), ("bytes=10-", 10, None),
+                                                 ("bytes=-7", None, None), ("bytes=5-100000", 5, None)])
+def test_range_is_206_with_the_right_bytes(proxy: Proxy, sandbox: Sandbox, header: str, start: int | None,
+                                           end: int | None) -> None:
+    digest, size = layer_of(sandbox, "demo:v1")
+    whole = get(proxy, f"/v2/library/demo/blobs/{digest}").content
+    response = get(proxy, f"/v2/library/demo/blobs/{digest}", headers={"Range": header})
+    first = size - 7 if start is None else start
+    last = size - 1 if end is None else end
+    assert response.status_code == 206
+    assert response.headers["content-range"] == f"bytes {first}-{last}/{size}"
+    assert response.headers["content-length"] == str(last - first + 1)
+    assert response.headers["accept-ranges"] == "bytes"
+    assert response.content == whole[first:last + 1]
+
+
+@pytest.mark.parametrize("header", ["bytes=100000-", "bytes=-0", "bytes=9-3"])
+def test_unsatisfiable_range_is_416(proxy: Proxy, sandbox: Sandbox, header: str) -> None:
+    digest, size = layer_of(sandbox, "demo:v1")
+    response = get(proxy, f"/v2/library/demo/blobs/{digest}", headers={"Range": header})
+    assert response.status_code == 416
+    assert response.headers["content-range"] == f"bytes */{size}"
+    assert error_of(response)["detail"]["size"] == size
+
+
+def test_several_ranges_are_answered_whole(proxy: Proxy, sandbox: Sandbox) -> None:
+    digest, size = layer_of(sandbox, "demo:v1")
+    response = get(proxy, f"/v2/library/demo/blobs/{digest}", headers={"Range": "bytes=0-1,4-5"})
+    assert response.status_code == 200 and len(response.content) == size
+
+
+def test_range_of_a_tampered_blob_is_aborted(gated: Proxy, sandbox: Sandbox,
+                                             fronts: tuple[FaultServer, FaultServer]) -> None:
+    digest, _ = layer_of(sandbox, "demo:v1")
+    fronts[0].faults[f"/blobs/{digest}"] = Fault(mutate=flip_last_byte)
+    with pytest.raises(httpx.RemoteProtocolError):
+        get(gated, f"/v2/library/demo/blobs/{digest}", headers={"Range": "bytes=0-9"})
+
+
+def test_blob_whose_upstream_length_differs_from_the_signed_size_is_refused(
+        gated: Proxy, sandbox: Sandbox, fronts: tuple[FaultServer, FaultServer]) -> None:
+    digest, size = layer_of(sandbox, "demo:v1")
+    fronts[0].faults[f"/blobs/{digest}"] = Fault(mutate=lambda b: b + b"extra")
+    response = get(gated, f"/v2/library/demo/blobs/{digest}")
+    assert response.status_code == 502
+    assert f"the signed manifest says {size}" in error_of(response)["message"]
+
+
+def test_redirect_loop_is_a_clean_503(gated: Proxy, sandbox: Sandbox,
+                                      fronts: tuple[FaultServer, FaultServer]) -> None:
+    digest, _ = layer_of(sandbox, "demo:v1")
+    fronts[0].faults[f"/blobs/{digest}"] = Fault(redirect_to=fronts[0].url)
+    response = get(gated, f"/v2/library/demo/blobs/{digest}")
+    assert response.status_code == 503
+    assert "redirected more than 5 times" in error_of(response)["message"]
+
+
+def test_html_error_page_from_upstream_becomes_error_json(gated: Proxy, sandbox: Sandbox,
+                                                          fronts: tuple[FaultServer, FaultServer]) -> None:
+    image = sandbox.images["demo:v1"]
+    fronts[0].faults[f"/manifests/{image.digest}"] = Fault(status=502, body=b"<html>Bad gateway</html>",
+                                                           headers={"content-type": "text/html"})
+    response = get(gated, "/v2/library/demo/manifests/v1")
+    assert response.status_code == 503
+    assert "answered HTTP 502" in error_of(response)["message"]
+    assert "<html>" not in response.text
+
+
+def test_blob_head_matches_get(proxy: Proxy, sandbox: Sandbox) -> None:
+    digest, _ = layer_of(sandbox, "demo:v1")
+    got = get(proxy, f"/v2/library/demo/blobs/{digest}")
+    head = get(proxy, f"/v2/library/demo/blobs/{digest}", method="HEAD")
+    assert head.status_code == got.status_code == 200
+    for name in ("content-length", "docker-content-digest", "accept-ranges", "content-type"):
+        assert head.headers[name] == got.headers[name]
+    refused = get(proxy, f"/v2/library/notrust/blobs/{digest}", method="HEAD")
+    assert refused.status_code == 403 and refused.content == b""
+
+
+def test_warm_signed_pull_makes_no_upstream_round_trip(gated: Proxy, sandbox: Sandbox,
+                                                       fronts: tuple[FaultServer, FaultServer]) -> None:
+    """With a long refresh interval, a second pull of a tag is answered from memory."""
+    assert get(gated, "/v2/library/demo/manifests/v1").status_code == 200
+    before = len(fronts[0].seen)
+    assert get(gated, "/v2/library/demo/manifests/v1").status_code == 200
+    manifest_fetches = [s for s in fronts[0].seen[before:] if "/manifests/" in s.path]
+    assert manifest_fetches == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from tests.faults import Fault, FaultServer
 from tests.realenv.pullgate import Proxy, start_proxy
 from tests.realenv.sandbox import Sandbox
 from tests.test_config import pullgate
+from tests.realenv.images import upload_blob
 
 
 def fronted(sandbox: Sandbox, tmp_path: Path, registry: FaultServer | None = None,
@@ -169,12 +169,7 @@ def test_gzip_encoded_upstream_answer_is_a_clean_error(sandbox: Sandbox, tmp_pat
 def test_client_that_goes_away_stops_the_upstream_download(sandbox: Sandbox, tmp_path: Path,
                                                            registry_front: FaultServer) -> None:
     blob = os.urandom(8 << 20)
-    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
-    upload = httpx.post(f"{sandbox.registry.url}/v2/library/bigblob/blobs/uploads/")
-    location = upload.headers["location"]
-    separator = "&" if "?" in location else "?"
-    assert httpx.put(f"{location}{separator}digest={digest}", content=blob,
-                     headers={"Content-Type": "application/octet-stream"}).status_code == 201
+    digest = upload_blob(sandbox.registry.url, "library/bigblob", blob)
     path = f"/v2/library/bigblob/blobs/{digest}"
     registry_front.faults[path] = Fault(drip=(64 << 10, 0.05))
     config = tmp_path / "open.yaml"

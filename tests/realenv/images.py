@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import urllib.request
+
+import httpx
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .procs import NetNS, in_netns, require_tool, run
+from .procs import CommandError, NetNS, in_netns, require_tool, run
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -155,3 +157,15 @@ def manifest_info(registry_url: str, name: str, reference: str,
     if header_digest and header_digest != digest:
         raise RuntimeError(f"{name}:{reference}: registry says {header_digest}, body hashes to {digest}")
     return ManifestInfo(digest, len(body), media_type)
+
+
+def upload_blob(registry_url: str, name: str, data: bytes) -> str:
+    """Push one blob straight to the registry (monolithic upload); returns its digest."""
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    location = httpx.post(f"{registry_url}/v2/{name}/blobs/uploads/").headers["location"]
+    separator = "&" if "?" in location else "?"
+    response = httpx.put(f"{location}{separator}digest={digest}", content=data,
+                         headers={"Content-Type": "application/octet-stream"})
+    if response.status_code != 201:
+        raise CommandError(f"blob upload to {registry_url}/{name} failed: HTTP {response.status_code} {response.text}")
+    return digest
