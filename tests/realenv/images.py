@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import urllib.request
-
-import httpx
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from .procs import CommandError, NetNS, in_netns, require_tool, run
 
