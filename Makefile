@@ -15,7 +15,7 @@ test: setup
 	$(PY) -m pytest -q
 
 unit: setup
-	$(PY) -m pytest -q tests/test_trust_verification.py tests/test_config.py
+	$(PY) -m pytest -q tests/test_trust_verification.py tests/test_pinning.py tests/test_config.py
 
 bench: setup
 	EXTRA_PACKAGES="nginx wrk" VENV=$(VENV) scripts/setup-debian.sh

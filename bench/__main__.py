@@ -9,11 +9,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import trust
+from bench import registry, trust
 from tests.realenv.pullgate import REPO_ROOT
 from tests.realenv.sandbox import seed_sandbox
 
-SECTIONS = {"trust": trust.run}
+SECTIONS = {"trust": trust.run, "registry": registry.run}
 
 
 def main(argv: list[str]) -> int:

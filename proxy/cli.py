@@ -6,7 +6,9 @@ traceback.
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import socket
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ from proxy import __version__
 from proxy.config import Config, ConfigError, load
 
 EXIT_USAGE = 2
+SETTINGS_VARIABLE = "PULLGATE_WORKER_SETTINGS"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
                                  help="seconds a verified answer is reused before the timestamp is re-checked")
             command.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                                  help="debug also logs every request and every upstream call")
+            command.add_argument("--workers", type=int, default=1,
+                                 help="worker processes (default 1); they share the state dir")
         else:
             command.add_argument("reference", help="NAME:TAG, e.g. library/demo:v1")
     return parser
@@ -63,7 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pullgate: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "serve":
-        return serve(config, args.log_level)
+        if not 1 <= args.workers <= 64:
+            print("pullgate: config error: --workers: must be from 1 to 64", file=sys.stderr)
+            return EXIT_USAGE
+        if args.workers > 1:
+            os.environ[SETTINGS_VARIABLE] = json.dumps(
+                {"config": str(args.config) if args.config else None, "overrides": overrides})
+        return serve(config, args.log_level, args.workers)
     return check(config, args.reference)
 
 
@@ -86,7 +97,7 @@ def _can_listen(config: Config) -> str | None:
     return None
 
 
-def serve(config: Config, log_level: str) -> int:
+def serve(config: Config, log_level: str, workers: int = 1) -> int:
     import uvicorn
 
     from proxy.app import create_app
@@ -103,11 +114,22 @@ def serve(config: Config, log_level: str) -> int:
         "pullgate %s on http://%s -> registry %s, trust server %s (GUN prefix %s)",
         __version__, config.listen, config.upstream.registry, config.upstream.notary, config.upstream.gun_prefix,
     )
+    # several workers each build the app from the settings handed down in the environment
+    app = "proxy.cli:app_from_environment" if workers > 1 else create_app(config)
     uvicorn.run(
-        create_app(config), host=config.listen.host, port=config.listen.port,
+        app, factory=workers > 1, workers=workers, host=config.listen.host, port=config.listen.port,
         log_level=log_level, access_log=log_level == "debug", server_header=False,
     )
     return 0
+
+
+def app_from_environment() -> Any:
+    """The app of one worker process, from the settings ``serve`` validated and handed down."""
+    from proxy.app import create_app
+
+    settings = json.loads(os.environ[SETTINGS_VARIABLE])
+    path = Path(settings["config"]) if settings["config"] else None
+    return create_app(load(path, settings["overrides"]))
 
 
 def check(config: Config, reference: str) -> int:

@@ -65,11 +65,13 @@ class Registry:
         self.service.stop()
 
 
-def _registry_config(storage: Path, addr: str) -> str:
-    """distribution config: filesystem storage, deletes allowed, one listener."""
+def _registry_config(storage: Path, addr: str, log_level: str, remote: str | None) -> str:
+    """distribution config: filesystem storage, deletes allowed, one listener; a pull-through cache of
+    ``remote`` when given (distribution's own proxy mode)."""
+    proxy = f"proxy:\n  remoteurl: {remote}\n" if remote else ""
     return f"""version: 0.1
-log:
-  level: info
+{proxy}log:
+  level: {log_level}
   fields:
     service: registry
 storage:
@@ -87,13 +89,14 @@ http:
 """
 
 
-def start_registry(workdir: Path, netns: NetNS | None = None) -> Registry:
+def start_registry(workdir: Path, netns: NetNS | None = None, log_level: str = "info",
+                   remote: str | None = None) -> Registry:
     """Start ``docker-registry serve`` on 127.0.0.1:<free port>."""
     binary = require_tool("docker-registry")
     workdir = _mkdir(workdir)
     host = f"{LOOPBACK}:{free_port()}"
     config = workdir / "config.yml"
-    config.write_text(_registry_config(_mkdir(workdir / "data"), host))
+    config.write_text(_registry_config(_mkdir(workdir / "data"), host, log_level, remote))
     argv = [binary, "serve", str(config)]
     service = start_service("registry", netns.wrap(argv) if netns else argv, workdir / "registry.log")
     registry = Registry(host, f"http://{host}", service, netns)
