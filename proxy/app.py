@@ -8,10 +8,8 @@ registry error JSON built in ``proxy.errors``.
 import contextlib
 import logging
 import re
-import ssl
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 from starlette.applications import Starlette
@@ -20,17 +18,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy.auth import ChallengeAuth
+from proxy.clientauth import ClientAuth
 from proxy.config import Config
 from proxy.errors import RegistryError, from_trust_error
-from proxy.gate import Gate
 from proxy.names import RegistryPath, parse_path
+from proxy.routing import Routed, Router, open_router
 from proxy.streaming import VerifiedBlobResponse, parse_range
 from proxy.trust.errors import TrustError
-from proxy.trust.notary import NotaryClient, NotarySettings
-from proxy.trust.store import StateError, TrustStore
-from proxy.httpclient import client
-from proxy.upstream import Upstream, merged_accept
+from proxy.trust.store import StateError
+from proxy.upstream import merged_accept
 
 log = logging.getLogger("pullgate")
 
@@ -60,64 +56,14 @@ class ApiVersionHeader:
         await self.app(scope, receive, send_with_header)
 
 
-@dataclass
-class Services:
-    """What a request needs, built once at start-up."""
-
-    gate: Gate
-    upstream: Upstream
-
-
-def build_services(config: Config, notary_http: httpx.AsyncClient, registry_http: httpx.AsyncClient) -> Services:
-    upstream_config, trust = config.upstream, config.trust
-    upstream = Upstream(upstream_config.registry, registry_http, config.upstream_timeout)
-    gun_prefix = upstream_config.gun_prefix
-    notary = NotaryClient(
-        NotarySettings(
-            url=upstream_config.notary,
-            refresh_interval=trust.refresh_interval,
-            role_order=trust.role_order,
-            role_orders={f"{gun_prefix}/{name}": roles for name, roles in trust.repository_roles.items()},
-            max_metadata_bytes=trust.max_metadata_bytes,
-            grace=trust.grace,
-            pinning=upstream_config.pinning,
-            download_timeout=config.trust_timeout,
-        ),
-        TrustStore(config.state_dir),
-        notary_http,
-    )
-    gate = Gate(notary, upstream, gun_prefix, config.manifest_cache_bytes, trust.open_blobs)
-    return Services(gate=gate, upstream=upstream)
-
-
-def verify_with(ca: Path | None) -> ssl.SSLContext | bool:
-    """TLS verification: the system's CAs, or the configured CA file."""
-    return True if ca is None else ssl.create_default_context(cafile=str(ca))
-
-
-@contextlib.asynccontextmanager
-async def open_services(config: Config) -> AsyncIterator[Services]:
-    """The HTTP clients and the gate, closed when the block ends.
-
-    Each server gets its own client and its own credentials: what is
-    configured for the registry never reaches the trust server, and nothing a
-    client sent pullgate is forwarded to either.
-    """
-    upstream = config.upstream
-    async with client(config.trust_timeout, verify_with(upstream.notary_ca),
-                      ChallengeAuth(upstream.notary_auth)) as notary_http, \
-            client(config.upstream_timeout, verify_with(upstream.registry_ca),
-                   ChallengeAuth(upstream.auth)) as registry_http:
-        yield build_services(config, notary_http, registry_http)
-
-
 def create_app(config: Config) -> ASGIApp:
     """The proxy for one upstream, as an ASGI app."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_services(config) as services:
-            app.state.services = services
+        async with open_router(config) as router:
+            app.state.router = router
+            app.state.client_auth = ClientAuth.load(config.client_auth) if config.client_auth else None
             yield
 
     app = Starlette(
@@ -133,13 +79,26 @@ def create_app(config: Config) -> ASGIApp:
 
 
 async def base(request: Request) -> Response:
-    """``/v2/``: the API version check every client starts with."""
+    """``/v2/``: the API version check every client starts with (and where ``docker login`` knocks)."""
+    try:
+        await authenticate(request)
+    except RegistryError as exc:
+        return exc.response(request.method == "HEAD")
     return JSONResponse({})
+
+
+async def authenticate(request: Request) -> None:
+    """Refuse a client without valid credentials, where client auth is on."""
+    checker: ClientAuth | None = request.app.state.client_auth
+    if checker is not None:
+        await checker.check(request.headers.get("authorization"))
 
 
 async def dispatch(request: Request) -> Response:
     head = request.method == "HEAD"
+    routed: Routed | None = None
     try:
+        await authenticate(request)
         if request.method not in READ_METHODS:
             raise RegistryError(405, "UNSUPPORTED",
                                 f"pullgate is read-only: {request.method} on {request.url.path} is not allowed; "
@@ -149,32 +108,37 @@ async def dispatch(request: Request) -> Response:
         if path is None:
             raise RegistryError(404, "UNSUPPORTED", f"pullgate does not offer {request.url.path}",
                                 {"path": request.url.path})
-        services: Services = request.app.state.services
+        router: Router = request.app.state.router
+        routed = router.route(path.name, request.query_params.get("ns"))
         if path.kind == "manifests":
-            return await manifest(services, request, path, head)
-        if path.kind == "blobs":
-            return await blob(services, request, path, head)
-        return await tags(services, request, path)
+            response: Response = await manifest(routed, request, path, head)
+        elif path.kind == "blobs":
+            response = await blob(routed, request, path, head)
+        else:
+            response = await tags(routed, request, path)
     except RegistryError as exc:
         if exc.status >= 500:
             log.warning("failed %s %s: %s", request.method, request.url.path, exc.message)
-        return exc.response(head)
+        response = exc.response(head)
     except TrustError as exc:
         error = from_trust_error(exc)
         log.warning("refused %s %s: %s", request.method, request.url.path, error.message)
-        return error.response(head)
+        response = error.response(head)
     except StateError as exc:
         log.error("%s", exc)
-        return RegistryError(503, "UNAVAILABLE", str(exc)).response(head)
+        response = RegistryError(503, "UNAVAILABLE", str(exc)).response(head)
+    if routed is not None:
+        response.headers["OCI-Namespace"] = routed.namespace
+    return response
 
 
-async def manifest(services: Services, request: Request, path: RegistryPath, head: bool) -> Response:
+async def manifest(routed: Routed, request: Request, path: RegistryPath, head: bool) -> Response:
     accept = merged_accept(request.headers.getlist("accept"))
-    gate = services.gate
+    gate = routed.services.gate
     if path.is_digest:
-        found = await gate.manifest_for_digest(path.name, path.reference, accept)
+        found = await gate.manifest_for_digest(routed.name, path.reference, accept)
     else:
-        found = await gate.manifest_for_tag(path.name, path.reference, accept)
+        found = await gate.manifest_for_tag(routed.name, path.reference, accept)
     headers = {
         "Docker-Content-Digest": found.digest,
         "Content-Length": str(len(found.body)),
@@ -183,9 +147,9 @@ async def manifest(services: Services, request: Request, path: RegistryPath, hea
     return Response(b"" if head else found.body, media_type=found.content_type, headers=headers)
 
 
-async def blob(services: Services, request: Request, path: RegistryPath, head: bool) -> VerifiedBlobResponse:
+async def blob(routed: Routed, request: Request, path: RegistryPath, head: bool) -> VerifiedBlobResponse:
     """A blob a signed manifest names, whole or one range, verified while it streams."""
-    name, digest = path.name, path.reference
+    services, name, digest = routed.services, routed.name, path.reference
     signed_size = await services.gate.blob_size(name, digest, merged_accept(()))
     upstream = await services.upstream.open_blob(name, digest, "HEAD" if head else "GET")
     try:
@@ -213,9 +177,9 @@ def blob_length(upstream: httpx.Response, digest: str, signed_size: int | None, 
     return size
 
 
-async def tags(services: Services, request: Request, path: RegistryPath) -> Response:
+async def tags(routed: Routed, request: Request, path: RegistryPath) -> Response:
     """The signed tags only, from trust data, paginated with ``n`` and ``last``."""
-    repository = await services.gate.repository(path.name)
+    repository = await routed.services.gate.repository(routed.name)
     names = sorted(repository.tags)
     last = request.query_params.get("last")
     if last:
@@ -231,7 +195,8 @@ async def tags(services: Services, request: Request, path: RegistryPath) -> Resp
     page, more = names[:limit], len(names) > limit
     headers = {}
     if more and page:
-        headers["Link"] = f'</v2/{path.name}/tags/list?n={limit}&last={page[-1]}>; rel="next"'
+        query = urlencode({"n": limit, "last": page[-1], **({"ns": ns} if (ns := request.query_params.get("ns")) else {})})
+        headers["Link"] = f'</v2/{path.name}/tags/list?{query}>; rel="next"'
     return JSONResponse({"name": path.name, "tags": page}, headers=headers)
 
 

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -110,15 +111,21 @@ def serve(config: Config, log_level: str, workers: int = 1) -> int:
     logging.getLogger("httpx").setLevel(logging.DEBUG if log_level == "debug" else logging.WARNING)
     if log_level != "debug":
         logging.getLogger("uvicorn.error").addFilter(_QuietProbes())
-    logging.getLogger("pullgate").info(
-        "pullgate %s on http://%s -> registry %s, trust server %s (GUN prefix %s)",
-        __version__, config.listen, config.upstream.registry, config.upstream.notary, config.upstream.gun_prefix,
-    )
+    scheme = "https" if config.tls else "http"
+    for upstream in config.upstreams:
+        logging.getLogger("pullgate").info(
+            "pullgate %s on %s://%s: upstream %s -> registry %s, trust server %s (GUN prefix %s)",
+            __version__, scheme, config.listen, upstream.name, upstream.registry, upstream.notary, upstream.gun_prefix,
+        )
     # several workers each build the app from the settings handed down in the environment
     app = "proxy.cli:app_from_environment" if workers > 1 else create_app(config)
+    tls = config.tls
     uvicorn.run(
         app, factory=workers > 1, workers=workers, host=config.listen.host, port=config.listen.port,
         log_level=log_level, access_log=log_level == "debug", server_header=False,
+        ssl_certfile=str(tls.cert) if tls else None, ssl_keyfile=str(tls.key) if tls else None,
+        ssl_ca_certs=str(tls.client_ca) if tls and tls.client_ca else None,
+        ssl_cert_reqs=ssl.CERT_REQUIRED if tls and tls.client_ca else ssl.CERT_NONE,
     )
     return 0
 
@@ -137,7 +144,7 @@ def check(config: Config, reference: str) -> int:
 
     Like the proxy, it trusts a GUN's first root on first use and keeps it in the state dir.
     """
-    from proxy.app import open_services
+    from proxy.routing import open_router
     from proxy.errors import RegistryError, from_trust_error
     from proxy.names import NAME, TAG
     from proxy.trust.errors import TrustError
@@ -149,9 +156,10 @@ def check(config: Config, reference: str) -> int:
         return EXIT_USAGE
 
     async def resolve() -> int:
-        async with open_services(config) as services:
+        async with open_router(config) as router:
             try:
-                target = (await services.gate.repository(name)).resolve(tag)
+                routed = router.route(name, None)
+                target = (await routed.services.gate.repository(routed.name)).resolve(tag)
             except TrustError as exc:
                 print(f"pullgate: {from_trust_error(exc).message}", file=sys.stderr)
                 return 1
@@ -161,7 +169,7 @@ def check(config: Config, reference: str) -> int:
             except StateError as exc:
                 print(f"pullgate: {exc}", file=sys.stderr)
                 return 1
-            print(f"{services.gate.gun(name)}:{tag} {target.digest} {target.length} {target.role}")
+            print(f"{routed.services.gate.gun(routed.name)}:{tag} {target.digest} {target.length} {target.role}")
             return 0
 
     return asyncio.run(resolve())

@@ -45,7 +45,12 @@ class Listen:
 
 @dataclass(frozen=True)
 class UpstreamConfig:
-    """One registry and the trust server that signs its images."""
+    """One registry and the trust server that signs its images.
+
+    A request reaches it by containerd's ``?ns=`` (one of ``namespaces``), by
+    its ``path_prefix`` (``/v2/<prefix>/<name>/…``), or as the default upstream.
+    ``docker_hub`` maps single-segment names to ``library/<name>``.
+    """
 
     registry: str
     notary: str
@@ -55,6 +60,25 @@ class UpstreamConfig:
     pinning: Pinning = field(default_factory=Pinning)
     auth: Credentials | None = None
     registry_ca: Path | None = None
+    name: str = "default"
+    path_prefix: str | None = None
+    namespaces: tuple[str, ...] = ()
+    docker_hub: bool = False
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+
+@dataclass(frozen=True)
+class ClientAuthConfig:
+    """Basic auth of clients to pullgate, against an htpasswd file of bcrypt hashes."""
+
+    htpasswd: Path
+    realm: str = "pullgate"
 
 
 @dataclass(frozen=True)
@@ -72,12 +96,19 @@ class TrustConfig:
 @dataclass(frozen=True)
 class Config:
     listen: Listen
-    upstream: UpstreamConfig
+    upstreams: tuple[UpstreamConfig, ...]
     state_dir: Path
     trust: TrustConfig
     manifest_cache_bytes: int
     trust_timeout: float
     upstream_timeout: float
+    tls: TLSConfig | None = None
+    client_auth: ClientAuthConfig | None = None
+
+    @property
+    def upstream(self) -> UpstreamConfig:
+        """The default upstream: requests that name no other go there."""
+        return self.upstreams[0]
 
 
 def default_state_dir() -> Path:
@@ -159,8 +190,12 @@ def load_file(path: Path) -> dict[str, Any]:
     return document
 
 
-TOP_LEVEL = {"listen", "state_dir", "upstream", "trust", "cache", "timeouts"}
-UPSTREAM_KEYS = {"registry", "notary", "notary_ca", "gun_prefix", "notary_auth", "pinning", "auth", "registry_ca"}
+TOP_LEVEL = {"listen", "state_dir", "upstream", "upstreams", "trust", "cache", "timeouts", "tls", "auth"}
+UPSTREAM_KEYS = {"registry", "notary", "notary_ca", "gun_prefix", "notary_auth", "pinning", "auth", "registry_ca",
+                 "name", "path_prefix", "namespaces", "docker_hub"}
+HUB_HOSTS = ("docker.io", "index.docker.io", "registry-1.docker.io")
+HUB_REGISTRY = "https://registry-1.docker.io"
+HUB_NOTARY = "https://notary.docker.io"
 TRUST_KEYS = {"refresh_interval", "roles", "repositories", "grace", "max_metadata_bytes", "blobs"}
 BLOB_POLICIES = ("signed", "open")
 
@@ -182,13 +217,79 @@ def build(document: dict[str, Any], overrides: dict[str, Any]) -> Config:
         raise ConfigError("state_dir", f"{state} exists and is not a directory")
     return Config(
         listen=parse_listen(listen),
-        upstream=_upstream(_section(document, "upstream", UPSTREAM_KEYS), overrides),
+        upstreams=_upstreams(document, overrides),
         state_dir=Path(state) if state else default_state_dir(),
         trust=_trust(_section(document, "trust", TRUST_KEYS), overrides),
         manifest_cache_bytes=int(_number(cache.get("manifest_bytes", 64 << 20), "cache.manifest_bytes", 0, 1 << 40)),
         trust_timeout=_number(timeouts.get("trust", 10), "timeouts.trust", 0.1, 3600),
         upstream_timeout=_number(timeouts.get("upstream", 30), "timeouts.upstream", 0.1, 3600),
+        tls=_tls(_section(document, "tls", {"cert", "key", "client_ca"})),
+        client_auth=_client_auth(_section(document, "auth", {"htpasswd", "realm"})),
     )
+
+
+def _upstreams(document: dict[str, Any], overrides: dict[str, Any]) -> tuple[UpstreamConfig, ...]:
+    """The default upstream (``upstream``, else the first of ``upstreams``; flags apply to it) and the rest."""
+    listed = document.get("upstreams") or []
+    if not isinstance(listed, list) or not all(isinstance(entry, dict) for entry in listed):
+        raise ConfigError("upstreams", "must be a list of upstream mappings")
+    sections = [(f"upstreams[{i}]", entry) for i, entry in enumerate(listed)]
+    if "upstream" in document or not sections:
+        sections.insert(0, ("upstream", _section(document, "upstream", UPSTREAM_KEYS)))
+    upstreams = tuple(
+        _upstream(_checked(entry, setting), overrides if index == 0 else {}, setting)
+        for index, (setting, entry) in enumerate(sections)
+    )
+    _check_unique(upstreams)
+    return upstreams
+
+
+def _checked(section: dict[str, Any], setting: str) -> dict[str, Any]:
+    unknown = sorted(set(section) - UPSTREAM_KEYS)
+    if unknown:
+        raise ConfigError(f"{setting}.{unknown[0]}", f"unknown setting (known: {', '.join(sorted(UPSTREAM_KEYS))})")
+    return section
+
+
+def _check_unique(upstreams: tuple[UpstreamConfig, ...]) -> None:
+    """Names, path prefixes and namespaces must each pick one upstream."""
+    seen: dict[str, str] = {}
+    for upstream in upstreams:
+        keys = [f"name {upstream.name}"] + [f"namespace {n}" for n in upstream.namespaces]
+        if upstream.path_prefix:
+            keys.append(f"path_prefix {upstream.path_prefix}")
+        for key in keys:
+            if key in seen:
+                raise ConfigError("upstreams", f"{key} is given to both {seen[key]} and {upstream.name}")
+            seen[key] = upstream.name
+
+
+def _tls(section: dict[str, Any]) -> TLSConfig | None:
+    if not section:
+        return None
+    if "cert" not in section or "key" not in section:
+        raise ConfigError("tls", "needs both cert and key")
+    client_ca = section.get("client_ca")
+    return TLSConfig(cert=_file(section["cert"], "tls.cert"), key=_file(section["key"], "tls.key"),
+                     client_ca=_ca_file(client_ca, "tls.client_ca") if client_ca else None)
+
+
+def _client_auth(section: dict[str, Any]) -> ClientAuthConfig | None:
+    if not section:
+        return None
+    if "htpasswd" not in section:
+        raise ConfigError("auth.htpasswd", "required: an htpasswd file of bcrypt hashes (htpasswd -B)")
+    realm = section.get("realm", "pullgate")
+    if not isinstance(realm, str) or not realm or '"' in realm:
+        raise ConfigError("auth.realm", "must be a word without quotes")
+    config = ClientAuthConfig(htpasswd=_file(section["htpasswd"], "auth.htpasswd"), realm=realm)
+    from proxy.clientauth import read_htpasswd  # here, so the file's problems are config errors
+
+    try:
+        read_htpasswd(config.htpasswd)
+    except (ValueError, OSError) as exc:
+        raise ConfigError("auth.htpasswd", str(exc)) from None
+    return config
 
 
 def _pick(overrides: dict[str, Any], flag: str, section: dict[str, Any], key: str, default: Any = None) -> Any:
@@ -196,23 +297,47 @@ def _pick(overrides: dict[str, Any], flag: str, section: dict[str, Any], key: st
     return value if value is not None else section.get(key, default)
 
 
-def _upstream(section: dict[str, Any], overrides: dict[str, Any]) -> UpstreamConfig:
-    registry = _url(_pick(overrides, "upstream", section, "registry"), "upstream.registry")
-    notary = _url(_pick(overrides, "notary", section, "notary"), "upstream.notary")
+def _upstream(section: dict[str, Any], overrides: dict[str, Any], setting: str = "upstream") -> UpstreamConfig:
+    given_registry = _pick(overrides, "upstream", section, "registry")
+    hub = section.get("docker_hub", False)
+    if not isinstance(hub, bool):
+        raise ConfigError(f"{setting}.docker_hub", "must be true or false")
+    registry = _url(given_registry or (HUB_REGISTRY if hub else None), f"{setting}.registry")
+    hub = hub or host_of(registry) in HUB_HOSTS
+    notary = _url(_pick(overrides, "notary", section, "notary") or (HUB_NOTARY if hub else None), f"{setting}.notary")
     ca = _pick(overrides, "notary_ca", section, "notary_ca")
-    prefix = _pick(overrides, "gun_prefix", section, "gun_prefix") or host_of(registry)
+    prefix = _pick(overrides, "gun_prefix", section, "gun_prefix") or ("docker.io" if hub else host_of(registry))
     if not isinstance(prefix, str) or "://" in prefix or prefix.endswith("/"):
-        raise ConfigError("upstream.gun_prefix", f"must be a host[:port][/path] prefix, got {prefix!r}")
+        raise ConfigError(f"{setting}.gun_prefix", f"must be a host[:port][/path] prefix, got {prefix!r}")
+    name = section.get("name", "default" if setting == "upstream" else setting)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{setting}.name", "must be a word")
+    path_prefix = section.get("path_prefix")
+    if path_prefix is not None and (not isinstance(path_prefix, str) or not NAME.match(path_prefix)
+                                    or "/" in path_prefix):
+        raise ConfigError(f"{setting}.path_prefix", "must be one path segment, e.g. hub")
+    namespaces = section.get("namespaces", [])
+    if not isinstance(namespaces, list) or not all(isinstance(n, str) and n for n in namespaces):
+        raise ConfigError(f"{setting}.namespaces", "must be a list of registry hosts, e.g. [docker.io]")
     return UpstreamConfig(
         registry=registry,
         notary=notary,
-        notary_ca=_ca_file(ca, "upstream.notary_ca") if ca else None,
+        notary_ca=_ca_file(ca, f"{setting}.notary_ca") if ca else None,
         gun_prefix=prefix,
-        notary_auth=_credentials(section.get("notary_auth"), "upstream.notary_auth"),
-        pinning=_pinning(section.get("pinning"), "upstream.pinning"),
-        auth=_credentials(section.get("auth"), "upstream.auth"),
-        registry_ca=_ca_file(section["registry_ca"], "upstream.registry_ca") if section.get("registry_ca") else None,
+        notary_auth=_credentials(section.get("notary_auth"), f"{setting}.notary_auth"),
+        pinning=_pinning(section.get("pinning"), f"{setting}.pinning"),
+        auth=_credentials(section.get("auth"), f"{setting}.auth"),
+        registry_ca=_ca_file(section["registry_ca"], f"{setting}.registry_ca") if section.get("registry_ca") else None,
+        name=name,
+        path_prefix=path_prefix,
+        namespaces=tuple(dict.fromkeys(n.lower() for n in namespaces)),
+        docker_hub=hub,
     )
+
+
+def implied_namespaces(upstream: UpstreamConfig) -> tuple[str, ...]:
+    """The ``ns`` values an upstream answers without listing them: its own registry host names."""
+    return HUB_HOSTS if upstream.docker_hub else (host_of(upstream.registry), upstream.gun_prefix.split("/")[0])
 
 
 def _trust(section: dict[str, Any], overrides: dict[str, Any]) -> TrustConfig:

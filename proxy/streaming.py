@@ -85,21 +85,18 @@ class VerifiedBlobResponse(Response):
         self.size = size
         self.window = window
         self.head = head
-        self.status = 206 if window else 200
-        self.blob_headers = {**headers, "Accept-Ranges": "bytes"}
+        self.status_code = 206 if window else 200
+        all_headers = {**headers, "Accept-Ranges": "bytes"}
         if window:
-            self.blob_headers["Content-Range"] = window.content_range
-            self.blob_headers["Content-Length"] = str(window.end - window.start + 1)
+            all_headers["Content-Range"] = window.content_range
+            all_headers["Content-Length"] = str(window.end - window.start + 1)
         else:
-            self.blob_headers["Content-Length"] = str(size)
+            all_headers["Content-Length"] = str(size)
+        self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in all_headers.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await send({
-                "type": "http.response.start",
-                "status": self.status,
-                "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.blob_headers.items()],
-            })
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             if self.head:
                 await send({"type": "http.response.body", "body": b""})
                 return
