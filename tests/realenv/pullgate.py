@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,7 @@ def start_proxy(
     netns: NetNS | None = None,
     port: int | None = None,
     env: dict[str, str] | None = None,
+    scheme: str = "http",
 ) -> Proxy:
     """Start ``python -m proxy serve`` on a free loopback port and wait for ``/v2/``.
 
@@ -53,11 +56,17 @@ def start_proxy(
         argv = netns.wrap(argv)
     environment = {**os.environ, **env} if env else None
     service = start_service("pullgate", argv, workdir / "pullgate.log", env=environment, cwd=REPO_ROOT)
-    url = f"http://{host}"
+    url = f"{scheme}://{host}"
 
     def ready() -> bool:
-        with urllib.request.urlopen(f"{url}/v2/", timeout=2) as response:
-            return response.status == 200
+        if scheme == "https":  # it may want a client certificate: a listening port is enough
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            return True
+        try:
+            with urllib.request.urlopen(f"{url}/v2/", timeout=2) as response:
+                return response.status == 200
+        except urllib.error.HTTPError as refused:  # 401 where client auth is on: it answers
+            return refused.code == 401
 
-    wait_until(ready if netns is None else lambda: netns.call(ready), 20, service, "GET /v2/ answers 200")
+    wait_until(ready if netns is None else lambda: netns.call(ready), 20, service, "GET /v2/ answers")
     return Proxy(host=host, url=url, state_dir=state_dir, service=service)

@@ -135,7 +135,7 @@ class CA:
 _SERVER_EXT = (
     "basicConstraints=critical,CA:FALSE\n"
     "keyUsage=critical,digitalSignature,keyEncipherment\n"
-    "extendedKeyUsage=serverAuth\n"
+    "extendedKeyUsage=serverAuth,clientAuth\n"
     "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost\n"
 )
 
