@@ -5,7 +5,7 @@
 set -euo pipefail
 
 PACKAGES=(docker-registry notary skopeo umoci docker.io containerd runc podman
-          openssl curl iproute2 util-linux ca-certificates python3-venv faketime ${EXTRA_PACKAGES:-})
+          openssl curl iproute2 util-linux ca-certificates python3-venv faketime apache2-utils ${EXTRA_PACKAGES:-})
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
@@ -33,7 +33,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$status" = 0 ] || { log "apt-get install failed (exit $status)"; exit "$status"; }
 fi
 
-for tool in docker-registry notary notary-server skopeo umoci dockerd containerd ctr podman openssl faketime; do
+for tool in docker-registry notary notary-server skopeo umoci dockerd containerd ctr podman openssl faketime htpasswd; do
   command -v "$tool" >/dev/null || { log "ERROR: $tool is still missing after the install"; exit 1; }
 done
 

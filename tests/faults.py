@@ -55,11 +55,12 @@ class FaultServer:
     port: int = 0
     reject_authorization: bool = False  # like a CDN that refuses requests carrying credentials
     sent: dict[str, int] = field(default_factory=dict)  # body bytes sent, by path
+    host: str = "127.0.0.1"  # "::1" to be reached over IPv6
 
     def __post_init__(self) -> None:
-        self.port = self.port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
+        self.port = self.port or free_port(self.host)
+        self.url = f"http://[{self.host}]:{self.port}" if ":" in self.host else f"http://{self.host}:{self.port}"
+        self._server = uvicorn.Server(uvicorn.Config(self.app, host=self.host, port=self.port,
                                                      log_level="critical", lifespan="off", interface="asgi3"))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 

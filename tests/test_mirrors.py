@@ -317,3 +317,51 @@ def test_tls_and_client_certificates(hub_signed: Sandbox, tmp_path: Path) -> Non
         assert response.status_code == 200
     finally:
         running.stop()
+
+
+# -- upstream behind token auth, IPv6 ---------------------------------------------------------------------
+
+
+def test_upstream_behind_distribution_token_auth(hub_signed: Sandbox, tmp_path: Path) -> None:
+    """A real docker-registry with ``auth.token`` over the sandbox's storage; pullgate logs in for its clients."""
+    from tests.realenv.services import start_registry
+    from tests.token_server import TokenServer
+
+    tokens = TokenServer(tmp_path, "puller", "pull-pass").start()
+    storage = hub_signed.registry.service.argv[-1]
+    data = Path(storage).parent / "data"
+    locked_registry = start_registry(tmp_path / "locked-registry", token_auth=tokens.registry_settings(),
+                                     storage=data)
+    config = tmp_path / "token.yaml"
+    config.write_text(f"upstream:\n  auth: {{username: puller, password: pull-pass}}\n")
+    running = start_proxy(tmp_path / "pullgate", locked_registry.url, hub_signed.notary.url, hub_signed.ca.ca_cert,
+                          extra=("--config", str(config), "--gun-prefix", hub_signed.registry.host))
+    try:
+        assert httpx.get(f"{locked_registry.url}/v2/library/demo/manifests/v1").status_code == 401
+        image = hub_signed.images["demo:v1"]
+        response = get(running, "/v2/library/demo/manifests/v1", auth=("client", "never-forwarded"))
+        assert response.status_code == 200, response.text
+        assert response.headers["docker-content-digest"] == image.digest
+        layer = response.json()["layers"][0]
+        blob = get(running, f"/v2/library/demo/blobs/{layer['digest']}")
+        assert blob.status_code == 200 and len(blob.content) == layer["size"]
+        assert "repository:library/demo:pull" in tokens.issued
+    finally:
+        running.stop()
+        locked_registry.stop()
+        tokens.stop()
+
+
+def test_ipv6_listen_address_and_upstream(hub_signed: Sandbox, tmp_path: Path) -> None:
+    front = FaultServer(hub_signed.registry.url, host="::1").start()
+    running = start_proxy(tmp_path, front.url, hub_signed.notary.url, hub_signed.ca.ca_cert,
+                          extra=("--gun-prefix", hub_signed.registry.host), address="::1")
+    try:
+        assert running.url.startswith("http://[::1]:")
+        response = httpx.get(f"{running.url}/v2/library/demo/manifests/v1", timeout=30)
+    finally:
+        running.stop()
+        front.stop()
+    assert response.status_code == 200, response.text
+    assert response.headers["docker-content-digest"] == hub_signed.images["demo:v1"].digest
+    assert front.seen and front.seen[-1].headers["host"] == [f"[::1]:{front.port}"]

@@ -39,13 +39,14 @@ def start_proxy(
     port: int | None = None,
     env: dict[str, str] | None = None,
     scheme: str = "http",
+    address: str = "127.0.0.1",
 ) -> Proxy:
     """Start ``python -m proxy serve`` on a free loopback port and wait for ``/v2/``.
 
     ``env`` adds to the environment (``LD_PRELOAD`` of libfaketime runs it in the future).
     """
-    port = port or free_port()
-    host = f"127.0.0.1:{port}"
+    port = port or free_port(address)
+    host = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
     state_dir = workdir / "state"
     argv = [
         sys.executable, "-m", "proxy", "serve",
@@ -60,7 +61,7 @@ def start_proxy(
 
     def ready() -> bool:
         if scheme == "https":  # it may want a client certificate: a listening port is enough
-            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            socket.create_connection((address, port), timeout=2).close()
             return True
         try:
             with urllib.request.urlopen(f"{url}/v2/", timeout=2) as response:

@@ -13,6 +13,7 @@ import json
 import shutil
 import ssl
 import subprocess
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,10 +66,13 @@ class Registry:
         self.service.stop()
 
 
-def _registry_config(storage: Path, addr: str, log_level: str, remote: str | None) -> str:
+def _registry_config(storage: Path, addr: str, log_level: str, remote: str | None,
+                     token_auth: Mapping[str, str] | None) -> str:
     """distribution config: filesystem storage, deletes allowed, one listener; a pull-through cache of
-    ``remote`` when given (distribution's own proxy mode)."""
+    ``remote`` when given (distribution's own proxy mode); token auth (``auth.token``) when given."""
     proxy = f"proxy:\n  remoteurl: {remote}\n" if remote else ""
+    if token_auth:
+        proxy += "auth:\n  token:\n" + "".join(f"    {k}: {v}\n" for k, v in token_auth.items())
     return f"""version: 0.1
 {proxy}log:
   level: {log_level}
@@ -90,18 +94,30 @@ http:
 
 
 def start_registry(workdir: Path, netns: NetNS | None = None, log_level: str = "info",
-                   remote: str | None = None) -> Registry:
-    """Start ``docker-registry serve`` on 127.0.0.1:<free port>."""
+                   remote: str | None = None, token_auth: Mapping[str, str] | None = None,
+                   storage: Path | None = None) -> Registry:
+    """Start ``docker-registry serve`` on 127.0.0.1:<free port>.
+
+    ``storage`` shares another registry's data directory (both may read it).
+    """
     binary = require_tool("docker-registry")
     workdir = _mkdir(workdir)
     host = f"{LOOPBACK}:{free_port()}"
     config = workdir / "config.yml"
-    config.write_text(_registry_config(_mkdir(workdir / "data"), host, log_level, remote))
+    config.write_text(_registry_config(storage or _mkdir(workdir / "data"), host, log_level, remote, token_auth))
     argv = [binary, "serve", str(config)]
     service = start_service("registry", netns.wrap(argv) if netns else argv, workdir / "registry.log")
     registry = Registry(host, f"http://{host}", service, netns)
-    _wait_or_stop(service, lambda: in_netns(netns, lambda: _http_ok(f"{registry.url}/v2/")), 20, "GET /v2/")
+    _wait_or_stop(service, lambda: in_netns(netns, lambda: _http_answers(f"{registry.url}/v2/")), 20, "GET /v2/")
     return registry
+
+
+def _http_answers(url: str) -> bool:
+    """200, or the 401 of a registry behind token auth."""
+    try:
+        return _http_ok(url)
+    except urllib.error.HTTPError as refused:
+        return refused.code == 401
 
 
 def _wait_or_stop(service: Service, check: Callable[[], bool], timeout: float, what: str) -> None:
