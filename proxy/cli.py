@@ -120,8 +120,11 @@ def serve(config: Config, log_level: str, workers: int = 1) -> int:
     # several workers each build the app from the settings handed down in the environment
     app = "proxy.cli:app_from_environment" if workers > 1 else create_app(config)
     tls = config.tls
+    # The stdlib event loop, not uvloop: measured with 100 concurrent layer pulls, uvloop reads ahead
+    # from the registry faster than clients take the bytes (peak RSS 390 MiB against 90 MiB), for a
+    # gain of about 12% on small requests only (docs/benchmarks.md).
     uvicorn.run(
-        app, factory=workers > 1, workers=workers, host=config.listen.host, port=config.listen.port,
+        app, factory=workers > 1, workers=workers, host=config.listen.host, port=config.listen.port, loop="asyncio",
         log_level=log_level, access_log=log_level == "debug", server_header=False,
         ssl_certfile=str(tls.cert) if tls else None, ssl_keyfile=str(tls.key) if tls else None,
         ssl_ca_certs=str(tls.client_ca) if tls and tls.client_ca else None,
