@@ -9,6 +9,7 @@ import pytest
 
 from tests.realenv.pullgate import Proxy, start_proxy
 from tests.realenv.sandbox import SEED_TOOLS, Sandbox, seed_sandbox
+from tests.realenv.services import Containerd, start_containerd
 from tests.realenv.testing import components, needs
 
 
@@ -36,3 +37,13 @@ def fresh_proxy(sandbox: Sandbox, tmp_path: Path) -> Iterator[Proxy]:
                           extra=("--refresh-interval", "0"))
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def containerd_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
+    """One standalone containerd for every ctr test; tests remove the images they pull."""
+    needs("containerd", "ctr")
+    with components():
+        daemon = start_containerd(tmp_path_factory.mktemp("containerd"))
+    yield daemon
+    daemon.stop()

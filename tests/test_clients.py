@@ -36,7 +36,7 @@ from tests.realenv.procs import clean_env, run
 from tests.faults import Fault, FaultServer, flip_last_byte
 from tests.realenv.pullgate import Proxy, start_proxy
 from tests.realenv.sandbox import Sandbox, SeededImage, seed_dsigned
-from tests.realenv.services import Containerd, Dockerd, podman_cmd, start_containerd, start_dockerd
+from tests.realenv.services import Containerd, Dockerd, podman_cmd, start_dockerd
 from tests.realenv.testing import components, needs
 
 REFUSED = "remote trust data does not exist"
@@ -152,14 +152,19 @@ def test_skopeo_copy_signed_manifest(skopeo: Tool, proxy: Proxy,
     assert_blobs_intact(layout)
 
 
+def copy_all(skopeo: Tool, proxy: Proxy, image: SeededImage, layout: Path) -> None:
+    """``skopeo copy --all`` of an image through the proxy into an OCI layout; it must succeed."""
+    argv, env = skopeo
+    result = run([*argv, "copy", "--all", "--src-tls-verify=false", f"docker://{proxied(proxy, image)}",
+                  f"oci:{layout}:{image.tag}"], env=env, check=False)
+    assert result.returncode == 0, output(result)
+
+
 def test_skopeo_copy_all_of_signed_index(skopeo: Tool, proxy: Proxy,
                                          sandbox: Sandbox, tmp_path: Path) -> None:
-    argv, env = skopeo
     image = sandbox.images["demo:multi"]
     layout = tmp_path / "layout"
-    result = run([*argv, "copy", "--all", "--src-tls-verify=false", f"docker://{proxied(proxy, image)}",
-                  f"oci:{layout}:multi"], env=env, check=False)
-    assert result.returncode == 0, output(result)
+    copy_all(skopeo, proxy, image, layout)
     index = json.loads((layout / "index.json").read_text())
     assert [(m["digest"], m["mediaType"], m["annotations"][REF_NAME]) for m in index["manifests"]] == [
         (image.digest, image.media_type, "multi")]
@@ -269,15 +274,6 @@ def test_podman_pull_unsigned_refused(podman: Podman, proxy: Proxy, sandbox: San
 # ---------------------------------------------------------------------------
 # containerd (ctr)
 # ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def containerd_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
-    needs("containerd", "ctr")
-    with components():
-        daemon = start_containerd(tmp_path_factory.mktemp("containerd"))
-    yield daemon
-    daemon.stop()
 
 
 @pytest.fixture
@@ -438,12 +434,8 @@ def faulty(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 def test_skopeo_through_token_auth_and_cdn_redirects(skopeo: Tool, faulty: Faulty, sandbox: Sandbox,
                                                      tmp_path: Path) -> None:
-    argv, env = skopeo
-    image = sandbox.images["demo:multi"]
     layout = tmp_path / "layout"
-    result = run([*argv, "copy", "--all", "--src-tls-verify=false", f"docker://{proxied(faulty.proxy, image)}",
-                  f"oci:{layout}:multi"], env=env, check=False)
-    assert result.returncode == 0, output(result)
+    copy_all(skopeo, faulty.proxy, sandbox.images["demo:multi"], layout)
     assert_blobs_intact(layout)
     assert any("/blobs/" in s.path for s in faulty.cdn.seen), "blobs came from the CDN"
     assert all("authorization" not in s.headers for s in faulty.cdn.seen)

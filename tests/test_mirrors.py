@@ -26,7 +26,7 @@ from tests.faults import FaultServer
 from tests.realenv.procs import free_port, run, start_netns
 from tests.realenv.pullgate import Proxy, start_proxy
 from tests.realenv.sandbox import Sandbox, seed_sandbox
-from tests.realenv.services import Containerd, podman_cmd, start_containerd, start_dockerd
+from tests.realenv.services import Containerd, podman_cmd, start_dockerd
 from tests.realenv.signing import DELEGATION_ROLE
 from tests.realenv.testing import components, needs
 
@@ -142,15 +142,6 @@ def test_unknown_namespace_is_refused_without_a_connection(hub_signed: Sandbox, 
 # -- containerd, podman, dockerd as mirrors' clients -------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
-    needs("containerd", "ctr")
-    with components():
-        daemon = start_containerd(tmp_path_factory.mktemp("containerd-mirror"))
-    yield daemon
-    daemon.stop()
-
-
 def hosts_dir(base: Path, proxy: Proxy, server: str) -> Path:
     """containerd's certs.d: docker.io served by ``server``, with pullgate as its mirror host."""
     folder = base / "certs.d" / "docker.io"
@@ -161,11 +152,12 @@ def hosts_dir(base: Path, proxy: Proxy, server: str) -> Path:
 
 
 @pytest.mark.parametrize("server", ["proxy", "hub"], ids=["server-is-pullgate", "mirror-host-with-ns"])
-def test_containerd_hosts_toml(containerd: Containerd, gateway: Proxy, hub_signed: Sandbox, tmp_path: Path,
+def test_containerd_hosts_toml(containerd_daemon: Containerd, gateway: Proxy, hub_signed: Sandbox, tmp_path: Path,
                                server: str) -> None:
     certs = hosts_dir(tmp_path, gateway, f"http://{gateway.host}" if server == "proxy"
                       else "https://registry-1.docker.io")
     image = hub_signed.images["demo:multi"]
+    containerd = containerd_daemon
     pulled = containerd.ctr("images", "pull", "--hosts-dir", str(certs), "docker.io/library/demo:multi", check=False)
     try:
         assert pulled.returncode == 0, pulled.stdout + pulled.stderr
