@@ -155,8 +155,8 @@ async def blob(routed: Routed, request: Request, path: RegistryPath, head: bool)
     try:
         size = blob_length(upstream, digest, signed_size, services.upstream.host)
         window = None if head else parse_range(request.headers.get("range"), size)
-    except RegistryError:
-        await upstream.aclose()
+    except BaseException:
+        await upstream.aclose()  # an open stream left behind would hold a pool connection for good
         raise
     headers = {"Content-Type": "application/octet-stream", "Docker-Content-Digest": digest}
     return VerifiedBlobResponse(upstream, digest, size, window, headers, head)

@@ -24,6 +24,7 @@ from proxy.config import ClientAuthConfig
 from proxy.errors import RegistryError
 
 REMEMBER_SECONDS = 300
+BCRYPT_MAX_PASSWORD = 72  # bcrypt reads no further; htpasswd cuts there too
 
 
 @dataclass
@@ -34,6 +35,8 @@ class ClientAuth:
     def __post_init__(self) -> None:
         self._key = os.urandom(32)
         self._verified: TTLCache[bytes, float] = TTLCache(maxsize=4096, ttl=REMEMBER_SECONDS)
+        # an unknown user costs one bcrypt too, so timing does not tell which users exist
+        self._decoy = bcrypt.hashpw(os.urandom(16), bcrypt.gensalt(rounds=_cost(self.users)))
 
     @classmethod
     def load(cls, config: ClientAuthConfig) -> "ClientAuth":
@@ -44,13 +47,13 @@ class ClientAuth:
         user, password = _basic(authorization)
         if user is None or password is None:
             raise self._challenge("authentication required")
-        stored = self.users.get(user)
-        if stored is None:
-            raise self._challenge("unknown user or wrong password")
         fingerprint = hmac.new(self._key, f"{user}\0{password}".encode(), hashlib.sha256).digest()
         if fingerprint in self._verified:
             return
-        if not await asyncio.to_thread(bcrypt.checkpw, password.encode(), stored):
+        stored = self.users.get(user)
+        secret = password.encode()[:BCRYPT_MAX_PASSWORD]
+        matched = await asyncio.to_thread(bcrypt.checkpw, secret, stored or self._decoy)
+        if stored is None or not matched:
             raise self._challenge("unknown user or wrong password")
         self._verified[fingerprint] = time.monotonic()
 
@@ -64,7 +67,7 @@ def _basic(header: str | None) -> tuple[str | None, str | None]:
         return None, None
     try:
         decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):
         return None, None
     user, sep, password = decoded.partition(":")
     return (user, password) if sep else (None, None)
@@ -77,7 +80,29 @@ def read_htpasswd(path: Path) -> dict[str, bytes]:
         if not line.strip() or line.startswith("#"):
             continue
         user, sep, hashed = line.strip().partition(":")
-        if not sep or not hashed.startswith(("$2y$", "$2b$", "$2a$")):
+        if not sep or not user or not _usable(hashed.encode()):
             raise ValueError(f"{path}:{number}: not a bcrypt entry (make it with htpasswd -B)")
         users[user] = hashed.encode()
+    if not users:
+        raise ValueError(f"{path} has no users: nobody could log in")
     return users
+
+
+def _usable(hashed: bytes) -> bool:
+    if not hashed.startswith((b"$2y$", b"$2b$", b"$2a$")):
+        return False
+    try:
+        bcrypt.checkpw(b"probe", hashed)
+    except ValueError:
+        return False
+    return True
+
+
+def _cost(users: dict[str, bytes]) -> int:
+    """The work factor of the entries (``$2y$10$…`` → 10), for the decoy hash."""
+    for hashed in users.values():
+        try:
+            return max(4, min(int(hashed.split(b"$")[2]), 16))
+        except (IndexError, ValueError):
+            continue
+    return 10

@@ -270,8 +270,15 @@ def _tls(section: dict[str, Any]) -> TLSConfig | None:
     if "cert" not in section or "key" not in section:
         raise ConfigError("tls", "needs both cert and key")
     client_ca = section.get("client_ca")
-    return TLSConfig(cert=_file(section["cert"], "tls.cert"), key=_file(section["key"], "tls.key"),
-                     client_ca=_ca_file(client_ca, "tls.client_ca") if client_ca else None)
+    tls = TLSConfig(cert=_file(section["cert"], "tls.cert"), key=_file(section["key"], "tls.key"),
+                    client_ca=_ca_file(client_ca, "tls.client_ca") if client_ca else None)
+    try:  # loaded once here, so a bad pair fails before any worker starts
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            str(tls.cert), str(tls.key), password=lambda: b"")
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConfigError("tls", f"{tls.cert} and {tls.key} are not a usable certificate and unencrypted key "
+                                 f"({getattr(exc, 'reason', None) or exc})") from None
+    return tls
 
 
 def _client_auth(section: dict[str, Any]) -> ClientAuthConfig | None:
@@ -280,8 +287,8 @@ def _client_auth(section: dict[str, Any]) -> ClientAuthConfig | None:
     if "htpasswd" not in section:
         raise ConfigError("auth.htpasswd", "required: an htpasswd file of bcrypt hashes (htpasswd -B)")
     realm = section.get("realm", "pullgate")
-    if not isinstance(realm, str) or not realm or '"' in realm:
-        raise ConfigError("auth.realm", "must be a word without quotes")
+    if not isinstance(realm, str) or not re.fullmatch(r"[A-Za-z0-9 ._:/-]{1,100}", realm):
+        raise ConfigError("auth.realm", "must be up to 100 letters, digits, spaces or ._:/-")
     config = ClientAuthConfig(htpasswd=_file(section["htpasswd"], "auth.htpasswd"), realm=realm)
     from proxy.clientauth import read_htpasswd  # here, so the file's problems are config errors
 
@@ -317,7 +324,9 @@ def _upstream(section: dict[str, Any], overrides: dict[str, Any], setting: str =
                                     or "/" in path_prefix):
         raise ConfigError(f"{setting}.path_prefix", "must be one path segment, e.g. hub")
     namespaces = section.get("namespaces", [])
-    if not isinstance(namespaces, list) or not all(isinstance(n, str) and n for n in namespaces):
+    if not isinstance(namespaces, list) or not all(
+        isinstance(n, str) and re.fullmatch(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?", n) for n in namespaces
+    ):
         raise ConfigError(f"{setting}.namespaces", "must be a list of registry hosts, e.g. [docker.io]")
     return UpstreamConfig(
         registry=registry,

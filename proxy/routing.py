@@ -51,20 +51,22 @@ class Router:
     def __init__(self, services: list[Services]) -> None:
         self.default = services[0]
         self._by_prefix = {s.config.path_prefix: s for s in services if s.config.path_prefix}
-        self._by_namespace: dict[str, Services] = {}
+        self._by_namespace: dict[str, tuple[Services, str]] = {}
         for s in services:  # listed namespaces first, then each upstream's own host names
-            self._by_namespace.update({n: s for n in s.config.namespaces})
+            self._by_namespace.update({n.lower(): (s, n) for n in s.config.namespaces})
         for s in services:
             for implied in implied_namespaces(s.config):
-                self._by_namespace.setdefault(implied.lower(), s)
+                self._by_namespace.setdefault(implied.lower(), (s, implied))
 
     def route(self, name: str, namespace: str | None) -> Routed:
         """Pick the upstream of a request for repository ``name`` (as the client wrote it)."""
-        if namespace is not None:
-            services = self._by_namespace.get(namespace.lower())
-            if services is None:
+        canonical = None
+        if namespace:
+            found = self._by_namespace.get(namespace.lower()) if namespace.isascii() else None
+            if found is None:
                 raise RegistryError(404, "NAME_UNKNOWN", f"pullgate has no upstream for namespace {namespace[:200]!r}",
                                     {"ns": namespace[:200]})
+            services, canonical = found
         else:
             first, _, rest = name.partition("/")
             services = self._by_prefix.get(first) if rest else None
@@ -74,7 +76,7 @@ class Router:
                 services = self.default
         if services.config.docker_hub and "/" not in name:
             name = f"library/{name}"
-        return Routed(services=services, name=name, namespace=namespace or services.namespace)
+        return Routed(services=services, name=name, namespace=canonical or services.namespace)
 
 
 
@@ -107,12 +109,17 @@ def _services(config: Config, upstream_config: UpstreamConfig, notary_http: http
     trust = config.trust
     upstream = Upstream(upstream_config.registry, registry_http, config.upstream_timeout)
     gun_prefix = upstream_config.gun_prefix
+
+    def at_upstream(name: str) -> str:
+        """A repository named in the settings, as this upstream names it."""
+        return f"library/{name}" if upstream_config.docker_hub and "/" not in name and name != "*" else name
+
     notary = NotaryClient(
         NotarySettings(
             url=upstream_config.notary,
             refresh_interval=trust.refresh_interval,
             role_order=trust.role_order,
-            role_orders={f"{gun_prefix}/{name}": roles for name, roles in trust.repository_roles.items()},
+            role_orders={f"{gun_prefix}/{at_upstream(name)}": roles for name, roles in trust.repository_roles.items()},
             max_metadata_bytes=trust.max_metadata_bytes,
             grace=trust.grace,
             pinning=upstream_config.pinning,
@@ -121,5 +128,6 @@ def _services(config: Config, upstream_config: UpstreamConfig, notary_http: http
         TrustStore(config.state_dir),
         notary_http,
     )
-    gate = Gate(notary, upstream, gun_prefix, config.manifest_cache_bytes, trust.open_blobs)
+    open_blobs = frozenset(at_upstream(name) for name in trust.open_blobs)
+    gate = Gate(notary, upstream, gun_prefix, config.manifest_cache_bytes, open_blobs)
     return Services(config=upstream_config, gate=gate, upstream=upstream)

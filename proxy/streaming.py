@@ -20,9 +20,10 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from proxy.errors import RegistryError
+from proxy.httpclient import describe
 
 log = logging.getLogger("pullgate.stream")
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)\Z")
+_RANGE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})\Z", re.IGNORECASE)
 
 
 class StreamAborted(Exception):
@@ -43,20 +44,23 @@ class Window:
 
 
 def parse_range(header: str | None, size: int) -> Window | None:
-    """One ``bytes=`` range; None for no header or a form this ignores (several ranges).
+    """One ``bytes=`` range; None for no header or a form this ignores (several ranges, an
+    invalid range, numbers of more than 19 digits), which HTTP lets a server answer whole.
 
     An unsatisfiable range is a 416 error, as HTTP asks.
     """
     if header is None:
         return None
-    match = _RANGE.match(header.strip().replace(" ", ""))
+    match = _RANGE.match("".join(header.split()))
     if match is None or (not match.group(1) and not match.group(2)):
         return None
     first, last = match.group(1), match.group(2)
     if first:
         start = int(first)
+        if last and int(last) < start:
+            return None
         end = min(int(last), size - 1) if last else size - 1
-        if start >= size or (last and int(last) < start):
+        if start >= size:
             raise _unsatisfiable(header, size)
     else:
         suffix = int(last)
@@ -67,8 +71,8 @@ def parse_range(header: str | None, size: int) -> Window | None:
 
 
 def _unsatisfiable(header: str, size: int) -> RegistryError:
-    return RegistryError(416, "UNSUPPORTED", f"range {header!r} is outside the blob's {size} bytes",
-                         {"range": header, "size": size}, headers={"Content-Range": f"bytes */{size}"})
+    return RegistryError(416, "UNSUPPORTED", f"range {header[:100]!r} is outside the blob's {size} bytes",
+                         {"range": header[:100], "size": size}, headers={"Content-Range": f"bytes */{size}"})
 
 
 class VerifiedBlobResponse(Response):
@@ -104,10 +108,10 @@ class VerifiedBlobResponse(Response):
                 group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
                 await self._relay(send)
                 group.cancel_scope.cancel()
-        except StreamAborted as exc:
-            log.error("aborted blob %s: %s", self.digest, exc)
-        except httpx.HTTPError as exc:
-            log.error("aborted blob %s: upstream stream failed: %s: %s", self.digest, type(exc).__name__, exc)
+        except* StreamAborted as aborted:  # the task group hands its errors over as a group
+            log.error("aborted blob %s: %s", self.digest, aborted.exceptions[0])
+        except* httpx.HTTPError as failed:
+            log.error("aborted blob %s: upstream stream failed: %s", self.digest, describe(failed.exceptions[0]))
         finally:
             await self.upstream.aclose()
 

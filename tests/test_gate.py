@@ -242,6 +242,8 @@ def test_blob_with_wrong_bytes_aborts_the_connection(gated: Proxy, sandbox: Sand
             for chunk in response.iter_raw():
                 received += chunk
     assert len(received) < size
+    log = gated.service.log_tail(60)
+    assert f"aborted blob {digest}: " in log and "internal error" not in log
     fronts[0].faults.clear()
     assert len(get(gated, f"/v2/library/demo/blobs/{digest}").content) == size
 
@@ -343,7 +345,7 @@ def test_range_is_206_with_the_right_bytes(proxy: Proxy, sandbox: Sandbox, heade
     assert response.content == whole[first:last + 1]
 
 
-@pytest.mark.parametrize("header", ["bytes=100000-", "bytes=-0", "bytes=9-3"])
+@pytest.mark.parametrize("header", ["bytes=100000-", "bytes=-0"])
 def test_unsatisfiable_range_is_416(proxy: Proxy, sandbox: Sandbox, header: str) -> None:
     digest, size = layer_of(sandbox, "demo:v1")
     response = get(proxy, f"/v2/library/demo/blobs/{digest}", headers={"Range": header})
@@ -352,10 +354,19 @@ def test_unsatisfiable_range_is_416(proxy: Proxy, sandbox: Sandbox, header: str)
     assert error_of(response)["detail"]["size"] == size
 
 
-def test_several_ranges_are_answered_whole(proxy: Proxy, sandbox: Sandbox) -> None:
+@pytest.mark.parametrize("header", ["bytes=0-1,4-5", "bytes=9-3", "items=0-1", "bytes=-" + "1" * 5000,
+                                    "bytes=" + "9" * 5000 + "-"])
+def test_ranges_this_ignores_are_answered_whole(proxy: Proxy, sandbox: Sandbox, header: str) -> None:
     digest, size = layer_of(sandbox, "demo:v1")
-    response = get(proxy, f"/v2/library/demo/blobs/{digest}", headers={"Range": "bytes=0-1,4-5"})
-    assert response.status_code == 200 and len(response.content) == size
+    for _ in range(3):  # each answer closes its upstream stream: none is left holding a connection
+        response = get(proxy, f"/v2/library/demo/blobs/{digest}", headers={"Range": header})
+        assert response.status_code == 200 and len(response.content) == size
+
+
+def test_range_unit_is_case_insensitive(proxy: Proxy, sandbox: Sandbox) -> None:
+    digest, size = layer_of(sandbox, "demo:v1")
+    response = get(proxy, f"/v2/library/demo/blobs/{digest}", headers={"Range": "BYTES=0-1"})
+    assert response.status_code == 206 and response.headers["content-range"] == f"bytes 0-1/{size}"
 
 
 def test_range_of_a_tampered_blob_is_aborted(gated: Proxy, sandbox: Sandbox,

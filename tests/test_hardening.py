@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -292,3 +294,31 @@ def test_check_with_a_state_dir_it_cannot_use_is_one_line(sandbox: Sandbox, tmp_
     assert result.returncode == 1
     assert result.stderr.strip().startswith("pullgate: trusted state ") and "Not a directory" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_tls_pair_that_does_not_match_is_a_config_error(sandbox: Sandbox, tmp_path: Path) -> None:
+    other = tmp_path / "other.key"
+    subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(other)],
+                   check=True, capture_output=True)
+    config = tmp_path / "tls.yaml"
+    config.write_text(f"tls:\n  cert: {sandbox.ca.server_cert}\n  key: {other}\n")
+    for workers in ("1", "2"):
+        result = pullgate("serve", "--config", str(config), "--upstream", "http://a", "--notary", "http://b",
+                          "--workers", workers)
+        assert result.returncode == 2
+        assert result.stderr.startswith("pullgate: config error: tls: ") and len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("line, realm", [("ci:$2y$05$short", "pullgate"), ("ci:{SHA}abc", "pullgate"),
+                                         (None, "pull\u95e8"), (None, "a\nb")])
+def test_unusable_client_auth_settings_are_config_errors(tmp_path: Path, line: str | None, realm: str) -> None:
+    htpasswd = tmp_path / "htpasswd"
+    if line is None:
+        subprocess.run(["htpasswd", "-B", "-b", "-c", str(htpasswd), "ci", "pw"], check=True, capture_output=True)
+    else:
+        htpasswd.write_text(line + "\n")
+    config = tmp_path / "auth.yaml"
+    config.write_text(f"auth:\n  htpasswd: {htpasswd}\n  realm: {json.dumps(realm)}\n")
+    result = pullgate("serve", "--config", str(config), "--upstream", "http://a", "--notary", "http://b")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("pullgate: config error: auth.")

@@ -122,6 +122,31 @@ def test_prefix_and_namespace_pick_the_other_upstream(gateway: Proxy, hub_signed
     assert f"for {hub_signed.gun('library/demo')}:dev" in dev.json()["errors"][0]["message"]
 
 
+@pytest.mark.parametrize("ns", ["doc\u212aer.io", "evil.example", "docker.io\r\nX: y"])
+def test_namespaces_that_are_not_configured_are_404(gateway: Proxy, ns: str) -> None:
+    response = get(gateway, "/v2/library/demo/manifests/v1", params={"ns": ns})
+    assert response.status_code == 404
+    assert response.json()["errors"][0]["code"] == "NAME_UNKNOWN"
+
+
+def test_namespace_header_is_the_configured_name(gateway: Proxy) -> None:
+    response = get(gateway, "/v2/library/demo/manifests/v1?ns=DOCKER.IO")
+    assert response.status_code == 200 and response.headers["oci-namespace"] == "docker.io"
+
+
+def test_per_repository_roles_use_the_name_as_written_for_the_hub(hub_signed: Sandbox, tmp_path: Path) -> None:
+    config = gateway_config(hub_signed, tmp_path / "roles.yaml",
+                            extra="trust:\n  repositories:\n    demo: {roles: [targets]}\n")
+    running = start_proxy(tmp_path, hub_signed.registry.url, hub_signed.notary.url, hub_signed.ca.ca_cert,
+                          extra=("--config", str(config)))
+    try:
+        response = get(running, "/v2/demo/manifests/v1")  # v1 is signed in targets/releases only
+    finally:
+        running.stop()
+    assert response.status_code == 403
+    assert "No valid trust data for v1" in response.json()["errors"][0]["message"]
+
+
 def test_unknown_namespace_is_refused_without_a_connection(hub_signed: Sandbox, tmp_path: Path) -> None:
     notary = FaultServer(hub_signed.notary.url, verify=hub_signed.ca.ssl_context()).start()
     registry = FaultServer(hub_signed.registry.url).start()
@@ -255,11 +280,30 @@ def locked(hub_signed: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Ite
     workdir = tmp_path_factory.mktemp("locked")
     htpasswd = workdir / "htpasswd"
     subprocess.run(["htpasswd", "-B", "-b", "-c", str(htpasswd), "ci", "s3cret"], check=True, capture_output=True)
+    subprocess.run(["htpasswd", "-B", "-b", str(htpasswd), "long", "x" * 80], check=True, capture_output=True)
     config = gateway_config(hub_signed, workdir / "g.yaml", extra=f"auth:\n  htpasswd: {htpasswd}\n")
     running = start_proxy(workdir, hub_signed.registry.url, hub_signed.notary.url, hub_signed.ca.ca_cert,
                           extra=("--config", str(config)))
     yield running
     running.stop()
+
+
+def test_odd_authorization_headers_are_401(locked: Proxy) -> None:
+    import socket
+
+    for header in (b"Basic \xe2\x84\xaa", b"Basic !!!", b"Bearer x", b"Basic " + base64_of(b"no-colon")):
+        with socket.create_connection(("127.0.0.1", int(locked.host.rsplit(":", 1)[1])), timeout=10) as conn:
+            conn.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nAuthorization: " + header + b"\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 401"), (header, answer[:200])
+
+
+def base64_of(data: bytes) -> bytes:
+    import base64
+
+    return base64.b64encode(data)
 
 
 def test_basic_auth_challenges_and_accepts(locked: Proxy) -> None:
@@ -269,6 +313,8 @@ def test_basic_auth_challenges_and_accepts(locked: Proxy) -> None:
     assert bare.json()["errors"][0]["code"] == "UNAUTHORIZED"
     assert get(locked, "/v2/local/library/demo/manifests/v1", auth=("ci", "wrong")).status_code == 401
     assert get(locked, "/v2/local/library/demo/manifests/v1", auth=("ci", "s3cret")).status_code == 200
+    assert get(locked, "/v2/", auth=("long", "x" * 80)).status_code == 200  # bcrypt reads 72 bytes, as htpasswd
+    assert get(locked, "/v2/", auth=("nobody", "s3cret")).status_code == 401
 
 
 def test_docker_login_then_pull_a_prefixed_name(locked: Proxy, hub_signed: Sandbox,
