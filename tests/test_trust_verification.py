@@ -310,3 +310,26 @@ def test_not_json_is_a_format_error_naming_the_role() -> None:
 
 def test_canonical_json_writes_control_characters_raw() -> None:
     assert encode_canonical({"b": "x\ny\\", "a": ["é", 1]}) == '{"a":["é",1],"b":"x\ny\\\\"}'.encode()
+
+
+def test_nested_delegation_is_narrowed_by_every_parent() -> None:
+    repo = Repo.standard()
+    repo.keys["targets/releases/team"] = Key.make("ed25519")
+    repo.versions["targets/releases/team"] = 1
+    repo.expires["targets/releases/team"] = stamp(100)
+    repo.delegations["targets/releases"]["paths"] = ["v"]
+    repo.delegations["targets/releases/team"] = {"paths": ["v1", "x"], "threshold": 1}
+    repo.targets["targets/releases/team"] = {"v1": target("aa" * 32, 10), "x1": target("bb" * 32, 10)}
+    order = ("targets/releases/team", "targets/releases", "targets")
+    files = repo.files()
+    trusted = TrustedSet(files["root"], NOW_NS)
+    trusted.update_timestamp(files["timestamp"])
+    trusted.update_snapshot(files["snapshot"])
+    trusted.update_targets(files["targets"])
+    trusted.update_delegation("targets/releases", files["targets/releases"])
+    trusted.update_delegation("targets/releases/team", files["targets/releases/team"])
+    resolved = TrustedRepository.build("gun", trusted, order, {})
+    assert resolved.resolve("v1").role == "targets/releases/team"
+    with pytest.raises(VerificationFailed) as caught:  # "x" is the team's, but releases may only sign "v…"
+        resolved.resolve("x1")
+    assert (caught.value.role, caught.value.check) == ("targets/releases/team", "paths")
