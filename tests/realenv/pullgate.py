@@ -69,5 +69,9 @@ def start_proxy(
         except urllib.error.HTTPError as refused:  # 401 where client auth is on: it answers
             return refused.code == 401
 
-    wait_until(ready if netns is None else lambda: netns.call(ready), 20, service, "GET /v2/ answers")
+    try:
+        wait_until(ready if netns is None else lambda: netns.call(ready), 20, service, "GET /v2/ answers")
+    except BaseException:
+        service.stop()  # a proxy that never came up is not left running
+        raise
     return Proxy(host=host, url=url, state_dir=state_dir, service=service)
