@@ -187,7 +187,7 @@ def test_containerd_hosts_toml(containerd_daemon: Containerd, gateway: Proxy, hu
     try:
         assert pulled.returncode == 0, pulled.stdout + pulled.stderr
         listed = containerd.ctr("images", "ls").stdout
-        assert f"docker.io/library/demo:multi" in listed and image.digest in listed
+        assert "docker.io/library/demo:multi" in listed and image.digest in listed
     finally:
         containerd.ctr("images", "rm", "--sync", "docker.io/library/demo:multi", check=False)
     if server == "proxy":  # no fallback host: the refusal is final
@@ -371,7 +371,7 @@ def test_upstream_behind_distribution_token_auth(hub_signed: Sandbox, tmp_path: 
     locked_registry = start_registry(tmp_path / "locked-registry", token_auth=tokens.registry_settings(),
                                      storage=data)
     config = tmp_path / "token.yaml"
-    config.write_text(f"upstream:\n  auth: {{username: puller, password: pull-pass}}\n")
+    config.write_text("upstream:\n  auth: {username: puller, password: pull-pass}\n")
     running = start_proxy(tmp_path / "pullgate", locked_registry.url, hub_signed.notary.url, hub_signed.ca.ca_cert,
                           extra=("--config", str(config), "--gun-prefix", hub_signed.registry.host))
     try:

@@ -17,7 +17,6 @@ from proxy.trust.metadata import (
     Delegation,
     Envelope,
     FileMeta,
-    Root,
     RoleKeys,
     Snapshot,
     Targets,
