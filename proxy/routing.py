@@ -69,11 +69,8 @@ class Router:
             services, canonical = found
         else:
             first, _, rest = name.partition("/")
-            services = self._by_prefix.get(first) if rest else None
-            if services is not None:
-                name = rest
-            else:
-                services = self.default
+            prefixed = self._by_prefix.get(first) if rest else None
+            services, name = (prefixed, rest) if prefixed is not None else (self.default, name)
         if services.config.docker_hub and "/" not in name:
             name = f"library/{name}"
         return Routed(services=services, name=name, namespace=canonical or services.namespace)

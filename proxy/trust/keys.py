@@ -86,6 +86,7 @@ def parse_key(keyid: str, key: Any) -> PublicKey:
         raise UnusableKey(f"key {keyid} has unsupported type {keytype!r}")
     if key_id(key) != keyid:
         raise UnusableKey(f"key ID {keyid} does not match its key")
+    public: object
     try:
         material = base64.b64decode(key["keyval"].get("public") or "", validate=True)
         certificate = None
@@ -101,6 +102,7 @@ def parse_key(keyid: str, key: Any) -> PublicKey:
     expected = ec.EllipticCurvePublicKey if keytype.startswith("ecdsa") else (
         rsa.RSAPublicKey if keytype.startswith("rsa") else ed25519.Ed25519PublicKey
     )
-    if not isinstance(public, expected):
+    if not isinstance(public, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey, ed25519.Ed25519PublicKey)) \
+            or not isinstance(public, expected):
         raise UnusableKey(f"key {keyid} is labelled {keytype} but holds another kind of key")
     return PublicKey(keyid=keyid, keytype=keytype, key=public, certificate=certificate)
