@@ -112,6 +112,8 @@ def serve(config: Config, log_level: str, workers: int = 1) -> int:
     if log_level != "debug":
         logging.getLogger("uvicorn.error").addFilter(_QuietProbes())
     scheme = "https" if config.tls else "http"
+    if config.client_auth:
+        logging.getLogger("pullgate").info("clients log in: basic auth against %s", config.client_auth.htpasswd)
     for upstream in config.upstreams:
         logging.getLogger("pullgate").info(
             "pullgate %s on %s://%s: upstream %s -> registry %s, trust server %s (GUN prefix %s)",
@@ -154,8 +156,14 @@ def check(config: Config, reference: str) -> int:
     from proxy.trust.store import StateError
 
     name, sep, tag = reference.rpartition(":")
-    if not sep or "/" in tag or not NAME.match(name) or not TAG.match(tag):
-        print(f"pullgate: reference: expected NAME:TAG such as library/demo:v1, got {reference!r}", file=sys.stderr)
+    problem = (
+        "a digest names no tag to check; give NAME:TAG" if "@" in reference else
+        "no tag: give NAME:TAG" if not sep or "/" in tag else
+        f"invalid repository name {name!r} (lowercase letters, digits, . _ - and /)" if not NAME.match(name) else
+        f"invalid tag {tag!r}" if not TAG.match(tag) else None
+    )
+    if problem:
+        print(f"pullgate: reference: {problem}, such as library/demo:v1; got {reference!r}", file=sys.stderr)
         return EXIT_USAGE
 
     async def resolve() -> int:

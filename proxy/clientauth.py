@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from cachetools import TTLCache
 from proxy.config import ClientAuthConfig
 from proxy.errors import RegistryError
 
+log = logging.getLogger("pullgate.auth")
 REMEMBER_SECONDS = 300
 BCRYPT_MAX_PASSWORD = 72  # bcrypt reads no further; htpasswd cuts there too
 
@@ -54,6 +56,7 @@ class ClientAuth:
         secret = password.encode()[:BCRYPT_MAX_PASSWORD]
         matched = await asyncio.to_thread(bcrypt.checkpw, secret, stored or self._decoy)
         if stored is None or not matched:
+            log.warning("client login refused for user %r", user[:64])  # never the password
             raise self._challenge("unknown user or wrong password")
         self._verified[fingerprint] = time.monotonic()
 

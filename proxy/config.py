@@ -230,9 +230,14 @@ def build(document: dict[str, Any], overrides: dict[str, Any]) -> Config:
 
 def _upstreams(document: dict[str, Any], overrides: dict[str, Any]) -> tuple[UpstreamConfig, ...]:
     """The default upstream (``upstream``, else the first of ``upstreams``; flags apply to it) and the rest."""
-    listed = document.get("upstreams") or []
-    if not isinstance(listed, list) or not all(isinstance(entry, dict) for entry in listed):
-        raise ConfigError("upstreams", "must be a list of upstream mappings")
+    listed = document.get("upstreams")
+    if listed is not None and (not isinstance(listed, list) or not listed
+                               or not all(isinstance(entry, dict) for entry in listed)):
+        raise ConfigError("upstreams", "must be a non-empty list of upstream mappings")
+    if listed and "upstream" in document:
+        raise ConfigError("upstreams", "give either upstream (one registry) or upstreams (several), not both; "
+                                       "the first of upstreams is the default")
+    listed = listed or []
     sections = [(f"upstreams[{i}]", entry) for i, entry in enumerate(listed)]
     if "upstream" in document or not sections:
         sections.insert(0, ("upstream", _section(document, "upstream", UPSTREAM_KEYS)))
@@ -412,6 +417,9 @@ def _ca_file(value: Any, setting: str) -> Path:
 def _credentials(value: Any, setting: str) -> Credentials | None:
     if value is None:
         return None
+    if isinstance(value, dict) and "htpasswd" in value:
+        raise ConfigError(setting, "is what pullgate logs in to that server with; client logins to pullgate "
+                                   "go in the top-level auth: {htpasswd: FILE}")
     if not isinstance(value, dict) or set(value) != {"username", "password"} or not all(
         isinstance(v, str) for v in value.values()
     ):

@@ -111,11 +111,28 @@ def test_cli_missing_config_file_is_one_line(tmp_path: Path) -> None:
     assert "No such file or directory" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_check_refuses_a_malformed_reference() -> None:
+@pytest.mark.parametrize("reference, says", [
+    ("Library/Demo", "no tag"), ("BAD:v1", "invalid repository name 'BAD'"), ("demo:-x", "invalid tag '-x'"),
+    ("demo@sha256:" + "a" * 64, "a digest names no tag"),
+])
+def test_check_says_what_is_wrong_with_a_reference(reference: str, says: str) -> None:
     result = pullgate("check", "--upstream", "http://127.0.0.1:5000", "--notary", "https://127.0.0.1:4443",
-                      "Library/Demo")
+                      reference)
     assert result.returncode == 2
-    assert "expected NAME:TAG" in result.stderr
+    assert result.stderr.startswith(f"pullgate: reference: {says}")
+
+
+def test_upstream_and_upstreams_together_are_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        build({"upstream": {"registry": "http://a", "notary": "http://n"},
+               "upstreams": [{"registry": "http://b", "notary": "http://n"}]}, {})
+    assert caught.value.setting == "upstreams" and "not both" in str(caught.value)
+
+
+def test_htpasswd_in_an_upstream_points_at_the_top_level() -> None:
+    with pytest.raises(ConfigError) as caught:
+        build({"upstreams": [{"registry": "http://b", "notary": "http://n", "auth": {"htpasswd": "/x"}}]}, {})
+    assert "top-level auth: {htpasswd: FILE}" in str(caught.value)
 
 
 def test_pinning_and_per_repository_roles_are_read(tmp_path: Path) -> None:

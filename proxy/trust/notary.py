@@ -235,7 +235,8 @@ class NotaryClient:
         except AuthFailed as exc:
             raise TrustServerUnavailable(gun, self.server, f"{filename}: authentication failed: {exc}") from None
         except httpx.HTTPError as exc:
-            raise TrustServerUnavailable(gun, self.server, f"{filename}: {describe(exc)}") from None
+            hint = " (is notary_ca the CA of the trust server?)" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else ""
+            raise TrustServerUnavailable(gun, self.server, f"{filename}: {describe(exc)}{hint}") from None
 
 
 def _with_ancestors(order: tuple[str, ...]) -> list[str]:
