@@ -26,7 +26,6 @@ from proxy.routing import Routed, Router, open_router
 from proxy.streaming import VerifiedBlobResponse, parse_range
 from proxy.trust.errors import TrustError
 from proxy.trust.store import StateError
-from proxy.upstream import merged_accept
 
 log = logging.getLogger("pullgate")
 
@@ -63,7 +62,8 @@ def create_app(config: Config) -> ASGIApp:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_router(config) as router:
             app.state.router = router
-            app.state.client_auth = ClientAuth.load(config.client_auth) if config.client_auth else None
+            logins = config.client_auth
+            app.state.client_auth = ClientAuth.load(logins.htpasswd, logins.realm) if logins else None
             yield
 
     app = Starlette(
@@ -133,7 +133,7 @@ async def dispatch(request: Request) -> Response:
 
 
 async def manifest(routed: Routed, request: Request, path: RegistryPath, head: bool) -> Response:
-    accept = merged_accept(request.headers.getlist("accept"))
+    accept = request.headers.getlist("accept")  # merged only if the manifest must be fetched
     gate = routed.services.gate
     if path.is_digest:
         found = await gate.manifest_for_digest(routed.name, path.reference, accept)
@@ -150,7 +150,7 @@ async def manifest(routed: Routed, request: Request, path: RegistryPath, head: b
 async def blob(routed: Routed, request: Request, path: RegistryPath, head: bool) -> VerifiedBlobResponse:
     """A blob a signed manifest names, whole or one range, verified while it streams."""
     services, name, digest = routed.services, routed.name, path.reference
-    signed_size = await services.gate.blob_size(name, digest, merged_accept(()))
+    signed_size = await services.gate.blob_size(name, digest)
     upstream = await services.upstream.open_blob(name, digest, "HEAD" if head else "GET")
     try:
         size = blob_length(upstream, digest, signed_size, services.upstream.host)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from proxy import __version__
-from proxy.config import Config, ConfigError, load
+from proxy.config import Config, ConfigError, Listen, load
 
 EXIT_USAGE = 2
 SETTINGS_VARIABLE = "PULLGATE_WORKER_SETTINGS"
@@ -86,13 +86,13 @@ class _QuietProbes(logging.Filter):
         return record.getMessage() != "Invalid HTTP request received."
 
 
-def _can_listen(config: Config) -> str | None:
+def listen_problem(listen: Listen) -> str | None:
     """Why the listen address cannot be bound, checked before anything starts."""
-    family = socket.AF_INET6 if ":" in config.listen.host else socket.AF_INET
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((config.listen.host, config.listen.port))
+            probe.bind((listen.host, listen.port))
     except OSError as exc:
         return exc.strerror or str(exc)
     return None
@@ -103,7 +103,7 @@ def serve(config: Config, log_level: str, workers: int = 1) -> int:
 
     from proxy.app import create_app
 
-    problem = _can_listen(config)
+    problem = listen_problem(config.listen)
     if problem:
         print(f"pullgate: listen: cannot listen on {config.listen}: {problem}", file=sys.stderr)
         return EXIT_USAGE

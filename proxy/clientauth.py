@@ -21,7 +21,6 @@ from pathlib import Path
 import bcrypt
 from cachetools import TTLCache
 
-from proxy.config import ClientAuthConfig
 from proxy.errors import RegistryError
 
 log = logging.getLogger("pullgate.auth")
@@ -41,8 +40,8 @@ class ClientAuth:
         self._decoy = bcrypt.hashpw(os.urandom(16), bcrypt.gensalt(rounds=_cost(self.users)))
 
     @classmethod
-    def load(cls, config: ClientAuthConfig) -> "ClientAuth":
-        return cls(users=read_htpasswd(config.htpasswd), realm=config.realm)
+    def load(cls, htpasswd: Path, realm: str) -> "ClientAuth":
+        return cls(users=read_htpasswd(htpasswd), realm=realm)
 
     async def check(self, authorization: str | None) -> None:
         """Return when the header carries a known user's password; else raise 401 with a challenge."""

@@ -17,6 +17,7 @@ import yaml
 from cryptography import x509
 
 from proxy.auth import Credentials
+from proxy.clientauth import read_htpasswd
 from proxy.httpclient import host_of
 from proxy.names import NAME
 from proxy.trust.pinning import Pinning
@@ -295,9 +296,7 @@ def _client_auth(section: dict[str, Any]) -> ClientAuthConfig | None:
     if not isinstance(realm, str) or not re.fullmatch(r"[A-Za-z0-9 ._:/-]{1,100}", realm):
         raise ConfigError("auth.realm", "must be up to 100 letters, digits, spaces or ._:/-")
     config = ClientAuthConfig(htpasswd=_file(section["htpasswd"], "auth.htpasswd"), realm=realm)
-    from proxy.clientauth import read_htpasswd  # here, so the file's problems are config errors
-
-    try:
+    try:  # read once here, so the file's problems are config errors
         read_htpasswd(config.htpasswd)
     except (ValueError, OSError) as exc:
         raise ConfigError("auth.htpasswd", str(exc)) from None

@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cachetools import LRUCache
@@ -83,26 +84,26 @@ class Gate:
     async def repository(self, name: str) -> TrustedRepository:
         return await self.notary.repository(self.gun(name))
 
-    async def manifest_for_tag(self, name: str, tag: str, accept: str) -> Manifest:
+    async def manifest_for_tag(self, name: str, tag: str, client_accept: Sequence[str]) -> Manifest:
         target = (await self.repository(name)).resolve(tag)
-        return await self._verified(name, target.digest, target.length, accept)
+        return await self._verified(name, target.digest, target.length, client_accept)
 
-    async def manifest_for_digest(self, name: str, digest: str, accept: str) -> Manifest:
-        length = await self._allowed(name, digest, MANIFEST, accept)
-        return await self._verified(name, digest, length, accept)
+    async def manifest_for_digest(self, name: str, digest: str, client_accept: Sequence[str]) -> Manifest:
+        length = await self._allowed(name, digest, MANIFEST, client_accept)
+        return await self._verified(name, digest, length, client_accept)
 
-    async def blob_size(self, name: str, digest: str, accept: str) -> int | None:
+    async def blob_size(self, name: str, digest: str) -> int | None:
         """The size a signed manifest gives the blob; None where blobs are open (size unknown)."""
         if "*" in self.open_blobs or name in self.open_blobs:
             return None
-        return await self._allowed(name, digest, BLOB, accept)
+        return await self._allowed(name, digest, BLOB, ())
 
-    async def _allowed(self, name: str, digest: str, kind: str, accept: str) -> int:
+    async def _allowed(self, name: str, digest: str, kind: str, client_accept: Sequence[str]) -> int:
         """The signed size of ``digest`` for this repository, rebuilding what was forgotten once."""
         repository = await self.repository(name)
         length = self._allowed_length(repository, name, digest, kind)
         if length is None:
-            await self._expand(repository, name, accept)
+            await self._expand(repository, name, client_accept)
             length = self._allowed_length(repository, name, digest, kind)
         if length is None:
             raise DigestNotSigned(repository.gun, digest, kind)
@@ -122,40 +123,40 @@ class Gate:
                 return references.of(kind)[digest]
         return None
 
-    async def _expand(self, repository: TrustedRepository, name: str, accept: str) -> None:
+    async def _expand(self, repository: TrustedRepository, name: str, client_accept: Sequence[str]) -> None:
         """Fetch the signed manifests not remembered, and the manifests their indexes list."""
         limit = asyncio.Semaphore(EXPAND_CONCURRENCY)
 
         async def one(digest: str, length: int) -> References:
-            known = self._references.get((name, digest))
-            if known is not None:
-                return known
             async with limit:
-                return (await self._verified(name, digest, length, accept)).references
+                return (await self._verified(name, digest, length, client_accept)).references
 
         level = dict(repository.digests)
         for _ in range(MAX_INDEX_DEPTH):
-            found = await asyncio.gather(*(one(d, n) for d, n in level.items()), return_exceptions=True)
-            for digest, outcome in zip(level, found):
+            # what is remembered is read in place; only the rest costs a task and an upstream fetch
+            known = [r for d in level if (r := self._references.get((name, d))) is not None]
+            missing = {d: n for d, n in level.items() if (name, d) not in self._references}
+            fetched = await asyncio.gather(*(one(d, n) for d, n in missing.items()), return_exceptions=True)
+            for digest, outcome in zip(missing, fetched):
                 if isinstance(outcome, BaseException):
                     # one unreadable signed manifest must not hide what the others allow
                     log.warning("signed manifest %s of %s could not be read: %s", digest, name, outcome)
             level = {
                 child: size
-                for references in found if isinstance(references, References)
+                for references in [*known, *fetched] if isinstance(references, References)
                 for child, size in references.manifests.items()
             }
             if not level:
                 return
 
-    async def _verified(self, name: str, digest: str, length: int, accept: str) -> Manifest:
+    async def _verified(self, name: str, digest: str, length: int, client_accept: Sequence[str]) -> Manifest:
         cached = self._manifests.get((name, digest))
         if cached is not None:
             return cached
-        return await self._fetches.run((name, digest), lambda: self._fetch(name, digest, length, accept))
+        return await self._fetches.run((name, digest), lambda: self._fetch(name, digest, length, client_accept))
 
-    async def _fetch(self, name: str, digest: str, length: int, accept: str) -> Manifest:
-        fetched = await self.upstream.manifest(name, digest, accept, bound=length)
+    async def _fetch(self, name: str, digest: str, length: int, client_accept: Sequence[str]) -> Manifest:
+        fetched = await self.upstream.manifest(name, digest, client_accept, bound=length)
         actual = "sha256:" + hashlib.sha256(fetched.body).hexdigest()
         if actual != digest or len(fetched.body) != length:
             raise RegistryError(

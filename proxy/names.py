@@ -35,11 +35,10 @@ def parse_path(path: str) -> RegistryPath | None:
     """Split the part after ``/v2/``; None when it is no known endpoint."""
     if path.endswith("/tags/list"):
         return RegistryPath(_name(path[: -len("/tags/list")]), "tags", "")
-    for kind in ("manifests", "blobs"):
-        name, sep, reference = path.rpartition(f"/{kind}/")
-        if sep:
-            return RegistryPath(_name(name), kind, _reference(kind, reference))
-    return None
+    at, kind = max((path.rfind(f"/{kind}/"), kind) for kind in ("manifests", "blobs"))
+    if at < 0:
+        return None
+    return RegistryPath(_name(path[:at]), kind, _reference(kind, path[at + len(kind) + 2:]))
 
 
 def _name(name: str) -> str:

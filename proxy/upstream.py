@@ -62,9 +62,13 @@ class Upstream:
     def url(self, name: str, kind: str, reference: str) -> str:
         return f"{self.base}/v2/{name}/{kind}/{reference}"
 
-    async def manifest(self, name: str, digest: str, accept: str, bound: int) -> FetchedManifest:
-        """GET a manifest by digest, reading no more than ``bound`` bytes, within the timeout."""
-        request = self.http.build_request("GET", self.url(name, "manifests", digest), headers={"Accept": accept})
+    async def manifest(self, name: str, digest: str, client_accept: Iterable[str], bound: int) -> FetchedManifest:
+        """GET a manifest by digest, reading no more than ``bound`` bytes, within the timeout.
+
+        ``client_accept`` holds the client's Accept header lines, merged here with the manifest types.
+        """
+        request = self.http.build_request("GET", self.url(name, "manifests", digest),
+                                          headers={"Accept": merged_accept(client_accept)})
         try:
             async with asyncio.timeout(self.timeout):
                 response = await self._send(request)

@@ -164,3 +164,15 @@ def test_cli_without_a_command_points_at_help() -> None:
     result = pullgate()
     assert result.returncode == 2
     assert result.stderr.strip() == "pullgate: the following arguments are required: command (see pullgate --help)"
+
+
+@pytest.mark.parametrize("path, name, kind, reference", [
+    ("library/demo/manifests/v1", "library/demo", "manifests", "v1"),
+    ("a/manifests/b/blobs/sha256:" + "a" * 64, "a/manifests/b", "blobs", "sha256:" + "a" * 64),
+    ("a/blobs/b/manifests/v1", "a/blobs/b", "manifests", "v1"),
+    ("a/manifests/b/tags/list", "a/manifests/b", "tags", ""),
+])
+def test_paths_split_at_the_last_endpoint_word(path: str, name: str, kind: str, reference: str) -> None:
+    from proxy.names import RegistryPath, parse_path
+
+    assert parse_path(path) == RegistryPath(name, kind, reference)

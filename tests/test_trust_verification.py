@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -98,28 +99,30 @@ def test_real_timestamp_expires_after_fourteen_days() -> None:
     assert "2026-12-17T08:09:04Z" in failure.detail
 
 
-def test_real_timestamp_with_a_changed_byte_fails_its_signature() -> None:
-    files = sample("notary-docker-style")
+def _changed_byte(files: dict[str, bytes]) -> None:
     files["timestamp"] = files["timestamp"].replace(b'"version":6', b'"version":7')
-    failure = refused(files, now=BEFORE_SAMPLES_EXPIRE)
-    assert (failure.role, failure.check) == ("timestamp", "signature")
-    assert "does not verify" in failure.detail
 
 
-def test_real_targets_of_another_repository_fail_the_snapshot_hash() -> None:
-    files = sample("notary-docker-style")
+def _targets_of_another_repository(files: dict[str, bytes]) -> None:
     files["targets"] = sample("notary-client-snapshot")["targets"]
-    failure = refused(files, now=BEFORE_SAMPLES_EXPIRE)
-    assert (failure.role, failure.check) == ("targets", "hash")
-    assert "signed length is 1370" in failure.detail
 
 
-def test_real_timestamp_under_another_root_is_signed_by_a_stranger() -> None:
-    files = sample("notary-docker-style")
+def _another_root(files: dict[str, bytes]) -> None:
     files["root"] = sample("docker-push-dct")["root"]
+
+
+@pytest.mark.parametrize("tamper, role, check, says", [
+    (_changed_byte, "timestamp", "signature", "does not verify"),
+    (_targets_of_another_repository, "targets", "hash", "signed length is 1370"),
+    (_another_root, "timestamp", "signature", "is not a key of this role"),
+], ids=["changed-byte", "targets-of-another-repository", "timestamp-under-another-root"])
+def test_tampered_real_metadata_is_refused(tamper: Callable[[dict[str, bytes]], None], role: str, check: str,
+                                          says: str) -> None:
+    files = sample("notary-docker-style")
+    tamper(files)
     failure = refused(files, now=BEFORE_SAMPLES_EXPIRE)
-    assert (failure.role, failure.check) == ("timestamp", "signature")
-    assert "is not a key of this role" in failure.detail
+    assert (failure.role, failure.check) == (role, check)
+    assert says in failure.detail
 
 
 def test_real_delegation_with_a_flipped_target_byte_is_skipped_and_refuses_v1() -> None:

@@ -8,5 +8,5 @@ Typical use::
         sb.images["demo:v1"].digest, sb.registry.url, sb.notary.url
 
 Nothing here reaches beyond 127.0.0.1/::1; every process is stopped by its
-own PID.  Run ``python -m tests.realenv`` for an interactive sandbox.
+own PID.  ``python -m tests.realenv.demo`` (``make run``) runs one interactively.
 """

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from proxy.cli import listen_problem
 from proxy.config import parse_listen
 
 from .procs import MissingComponent
@@ -70,17 +70,6 @@ def banner(sandbox: Sandbox, listen: str, workdir: Path) -> str:
     return "\n".join(lines)
 
 
-def _busy(host: str, port: int) -> str | None:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((host, port))
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make run", description=__doc__)
     parser.add_argument("--listen", default="127.0.0.1:5050")
@@ -88,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     address = parse_listen(args.listen)
     listen = str(address)
-    busy = _busy(address.host, address.port)
+    busy = listen_problem(address)
     if busy:
         print(f"make run: cannot listen on {listen}: {busy}; choose another port: make run PORT=5051",
               file=sys.stderr)
