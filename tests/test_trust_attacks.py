@@ -220,7 +220,10 @@ def test_re_signed_tag_is_served_as_the_new_digest(sandbox: Sandbox, front: Faul
         push(f"docker://{other.ref}", f"{repo.gun}:v1", all_images=True, workdir=sandbox.workdir)
         sandbox.notary_cli.addhash(repo.gun, "v1", other.length, other.digest, [DELEGATION_ROLE])
         sandbox.notary_cli.publish(repo.gun)
+        before = len(front.seen)
         assert pull(running, repo.name).headers["docker-content-digest"] == other.digest
+        refetched = [s.path for s in front.seen[before:] if s.path.endswith("/timestamp.json")]
+        assert len(refetched) == 1, "the timestamp that showed the change is not fetched a second time"
         sandbox.notary_cli.remove(repo.gun, "v1", [DELEGATION_ROLE])
         sandbox.notary_cli.publish(repo.gun)
         assert "No valid trust data for v1" in refusal(pull(running, repo.name))["message"]

@@ -117,21 +117,27 @@ class NotaryClient:
 
     async def _revalidate(self, gun: str, entry: _Entry | None) -> _Entry:
         """With an earlier answer, an unchanged timestamp is all that must be fetched."""
+        timestamp = None
         if entry is not None:
             timestamp = await self._download(gun, "timestamp.json", "timestamp", TIMESTAMP_MAX_BYTES)
             if timestamp == entry.timestamp:
                 entry.trusted.recheck_expiry(self.clock())
                 entry.checked = time.monotonic()
                 return entry
-        return await self._update(gun)
+        return await self._update(gun, timestamp)
 
-    async def _update(self, gun: str) -> _Entry:
-        """The full walk: root, timestamp, snapshot, targets, the delegations needed."""
+    async def _update(self, gun: str, timestamp: bytes | None = None) -> _Entry:
+        """The full walk: root, timestamp, snapshot, targets, the delegations needed.
+
+        A timestamp just fetched to see whether anything changed is used, not fetched again; it is
+        still checked only after the root, in TUF order.
+        """
         root = await self._download(gun, "root.json", "root", self.settings.max_metadata_bytes)
         if root is None:
             raise NoTrustData(gun, self.server, trusted_before=self.store.load(gun) is not None)
         trusted = await self._trusted_root(gun, root)
-        timestamp = await self._required(gun, "timestamp.json", "timestamp", TIMESTAMP_MAX_BYTES)
+        if timestamp is None:
+            timestamp = await self._required(gun, "timestamp.json", "timestamp", TIMESTAMP_MAX_BYTES)
         trusted.update_timestamp(timestamp)
         assert trusted.timestamp is not None
         snapshot = trusted.update_snapshot(await self._by_checksum(gun, "snapshot", trusted.timestamp.snapshot))
