@@ -25,7 +25,6 @@ from proxy.names import RegistryPath, parse_path
 from proxy.routing import Routed, Router, open_router
 from proxy.streaming import VerifiedBlobResponse, parse_range
 from proxy.trust.errors import TrustError
-from proxy.trust.store import StateError
 
 log = logging.getLogger("pullgate")
 
@@ -124,9 +123,6 @@ async def dispatch(request: Request) -> Response:
         error = from_trust_error(exc)
         log.warning("refused %s %s: %s", request.method, request.url.path, error.message)
         response = error.response(head)
-    except StateError as exc:
-        log.error("%s", exc)
-        response = RegistryError(503, "UNAVAILABLE", str(exc)).response(head)
     if routed is not None:
         response.headers["OCI-Namespace"] = routed.namespace
     return response

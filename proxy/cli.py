@@ -153,7 +153,6 @@ def check(config: Config, reference: str) -> int:
     from proxy.errors import RegistryError, from_trust_error
     from proxy.names import NAME, TAG
     from proxy.trust.errors import TrustError
-    from proxy.trust.store import StateError
 
     name, sep, tag = reference.rpartition(":")
     problem = (
@@ -176,9 +175,6 @@ def check(config: Config, reference: str) -> int:
                 return 1
             except RegistryError as exc:
                 print(f"pullgate: {exc.message}", file=sys.stderr)
-                return 1
-            except StateError as exc:
-                print(f"pullgate: {exc}", file=sys.stderr)
                 return 1
             print(f"{routed.services.gate.gun(routed.name)}:{tag} {target.digest} {target.length} {target.role}")
             return 0

@@ -19,6 +19,7 @@ from proxy.trust.errors import (
     TrustServerUnavailable,
     VerificationFailed,
 )
+from proxy.trust.store import StateError
 
 
 class RegistryError(Exception):
@@ -63,4 +64,6 @@ def from_trust_error(exc: TrustError) -> RegistryError:
         return denied(str(exc), gun=exc.gun, role=exc.role, check=exc.check)
     if isinstance(exc, TrustServerUnavailable):
         return unavailable(str(exc), gun=exc.gun, trust_server=exc.server)
+    if isinstance(exc, StateError):
+        return unavailable(str(exc))
     return unavailable(f"cannot verify: {exc}")

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from proxy.trust.errors import TrustError
+
 
 MAX_STEM = 200
 
@@ -29,7 +31,7 @@ class StoredTrust:
     versions: dict[str, int]
 
 
-class StateError(Exception):
+class StateError(TrustError):
     """The state of a GUN cannot be read or written; trust must not silently restart."""
 
 
