@@ -6,6 +6,7 @@ wrong with a request.
 """
 
 import ssl
+import urllib.request
 from urllib.parse import urlsplit
 
 import httpx
@@ -13,9 +14,11 @@ import httpx
 MAX_REDIRECTS = 5
 
 
-def client(timeout: float, verify: ssl.SSLContext | bool = True, auth: httpx.Auth | None = None) -> httpx.AsyncClient:
+def client(timeout: float, verify: ssl.SSLContext | bool = True, auth: httpx.Auth | None = None,
+           transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         auth=auth,
+        transport=transport,
         timeout=httpx.Timeout(timeout),
         headers={"Accept-Encoding": "identity", "User-Agent": "pullgate"},
         max_redirects=MAX_REDIRECTS,
@@ -37,3 +40,12 @@ def host_of(url: str) -> str:
     parts = urlsplit(url)
     host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else (parts.hostname or "")
     return f"{host}:{parts.port}" if parts.port else host
+
+
+def through_env_proxy(url: str) -> bool:
+    """Whether ``HTTP(S)_PROXY``/``ALL_PROXY`` (less ``NO_PROXY``) send requests for ``url`` through a proxy."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass_environment(parts.netloc, proxies)

@@ -16,10 +16,11 @@ from pathlib import Path
 import httpx
 
 from proxy.auth import ChallengeAuth
+from proxy.blobtransport import BlobTransport
 from proxy.config import Config, UpstreamConfig, implied_namespaces
 from proxy.errors import RegistryError
 from proxy.gate import Gate
-from proxy.httpclient import client
+from proxy.httpclient import client, through_env_proxy
 from proxy.trust.notary import NotaryClient, NotarySettings
 from proxy.trust.store import TrustStore
 from proxy.upstream import Upstream
@@ -77,9 +78,9 @@ class Router:
 
 
 
-def verify_with(ca: Path | None) -> ssl.SSLContext | bool:
-    """TLS verification: the system's CAs, or the configured CA file."""
-    return True if ca is None else ssl.create_default_context(cafile=str(ca))
+def verify_with(ca: Path | None) -> ssl.SSLContext:
+    """TLS verification: httpx's default CAs, or the configured CA file."""
+    return httpx.create_ssl_context() if ca is None else ssl.create_default_context(cafile=str(ca))
 
 
 @contextlib.asynccontextmanager
@@ -88,23 +89,28 @@ async def open_router(config: Config) -> AsyncIterator[Router]:
 
     Each server gets its own client and its own credentials: what is
     configured for one never reaches another, and nothing a client sent
-    pullgate is forwarded to any.
+    pullgate is forwarded to any. Blob bodies come through a second client of
+    the registry's, sharing its credentials and tokens, whose transport reads
+    big bodies in big pieces; unless an environment proxy is set for the
+    registry, where that client is the first one.
     """
     async with contextlib.AsyncExitStack() as stack:
         services = []
         for upstream in config.upstreams:
             notary_http = await stack.enter_async_context(
                 client(config.trust_timeout, verify_with(upstream.notary_ca), ChallengeAuth(upstream.notary_auth)))
-            registry_http = await stack.enter_async_context(
-                client(config.upstream_timeout, verify_with(upstream.registry_ca), ChallengeAuth(upstream.auth)))
-            services.append(_services(config, upstream, notary_http, registry_http))
+            registry_tls, registry_auth = verify_with(upstream.registry_ca), ChallengeAuth(upstream.auth)
+            registry_http = await stack.enter_async_context(client(config.upstream_timeout, registry_tls, registry_auth))
+            blob_http = registry_http if through_env_proxy(upstream.registry) else await stack.enter_async_context(
+                client(config.upstream_timeout, registry_tls, registry_auth, BlobTransport(registry_tls)))
+            registry = Upstream(upstream.registry, registry_http, blob_http, config.upstream_timeout)
+            services.append(_services(config, upstream, notary_http, registry))
         yield Router(services)
 
 
 def _services(config: Config, upstream_config: UpstreamConfig, notary_http: httpx.AsyncClient,
-              registry_http: httpx.AsyncClient) -> Services:
+              upstream: Upstream) -> Services:
     trust = config.trust
-    upstream = Upstream(upstream_config.registry, registry_http, config.upstream_timeout)
     gun_prefix = upstream_config.gun_prefix
 
     def at_upstream(name: str) -> str:

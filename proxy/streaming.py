@@ -1,7 +1,7 @@
 """A blob response that checks its digest while it streams, and aborts on a mismatch.
 
-The whole blob is read from the upstream and hashed on the way, in the chunks
-the upstream delivers; the part the client asked for (all of it, or one
+The whole blob is read from the upstream and hashed on the way (on a worker
+thread, in the pieces the upstream client delivers); the part the client asked for (all of it, or one
 ``Range``) is relayed. The last piece is held back until the whole blob has
 been hashed: on a mismatch (or a short or overlong body) it is never sent and
 the connection is dropped, so the client is short of ``Content-Length`` bytes
@@ -9,7 +9,6 @@ and cannot take the download as complete. A range therefore costs a read of
 the whole blob upstream: the price of never passing unverified bytes.
 """
 
-import hashlib
 import logging
 import re
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from proxy.errors import RegistryError
+from proxy.hashing import StreamDigest
 from proxy.httpclient import describe
 
 log = logging.getLogger("pullgate.stream")
@@ -117,14 +117,14 @@ class VerifiedBlobResponse(Response):
 
     async def _relay(self, send: Send) -> None:
         """Hash everything, send the window, hold the last piece until the digest is known."""
-        hasher = hashlib.sha256()
+        hashed = StreamDigest()
         start, end = (self.window.start, self.window.end + 1) if self.window else (0, self.size)
         held: bytes | None = None
         offset = 0
         async for chunk in self.upstream.aiter_raw():
             if offset + len(chunk) > self.size:
                 raise StreamAborted(f"upstream sent more than the blob's {self.size} bytes")
-            hasher.update(chunk)
+            await hashed.update(chunk)
             piece = chunk if start <= offset and offset + len(chunk) <= end else \
                 chunk[max(start - offset, 0):max(min(end - offset, len(chunk)), 0)]
             offset += len(chunk)
@@ -135,7 +135,7 @@ class VerifiedBlobResponse(Response):
             held = piece
         if offset != self.size:
             raise StreamAborted(f"upstream sent {offset} of {self.size} bytes")
-        actual = "sha256:" + hasher.hexdigest()
+        actual = "sha256:" + await hashed.hexdigest()
         if actual != self.digest:
             raise StreamAborted(f"content has digest {actual}")
         await send({"type": "http.response.body", "body": held or b"", "more_body": False})

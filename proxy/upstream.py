@@ -51,12 +51,14 @@ class FetchedManifest:
 
 
 class Upstream:
-    """One registry, reached over a shared ``httpx.AsyncClient``."""
+    """One registry, reached over shared clients: ``http`` for manifests and HEADs, ``blob_http`` for blob bodies."""
 
-    def __init__(self, base_url: str, http: httpx.AsyncClient, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, http: httpx.AsyncClient, blob_http: httpx.AsyncClient,
+                 timeout: float = 30.0) -> None:
         self.base = base_url.rstrip("/")
         self.host = host_of(base_url)
         self.http = http
+        self.blob_http = blob_http
         self.timeout = timeout
 
     def url(self, name: str, kind: str, reference: str) -> str:
@@ -71,7 +73,7 @@ class Upstream:
                                           headers={"Accept": merged_accept(client_accept)})
         try:
             async with asyncio.timeout(self.timeout):
-                response = await self._send(request)
+                response = await self._send(self.http, request)
                 try:
                     self._check_status(response, "manifest", digest)
                     body = await self._bounded(response, digest, bound)
@@ -98,8 +100,8 @@ class Upstream:
 
     async def open_blob(self, name: str, digest: str, method: str) -> httpx.Response:
         """Start a blob download; the caller streams the body and must close the response."""
-        request = self.http.build_request(method, self.url(name, "blobs", digest))
-        response = await self._send(request)
+        http = self.blob_http if method == "GET" else self.http
+        response = await self._send(http, http.build_request(method, self.url(name, "blobs", digest)))
         try:
             self._check_status(response, "blob", digest)
         except RegistryError:
@@ -107,9 +109,9 @@ class Upstream:
             raise
         return response
 
-    async def _send(self, request: httpx.Request) -> httpx.Response:
+    async def _send(self, http: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
         try:
-            return await self.http.send(request, stream=True, follow_redirects=True)
+            return await http.send(request, stream=True, follow_redirects=True)
         except httpx.TooManyRedirects:
             raise unavailable(f"upstream registry {self.host} redirected more than {MAX_REDIRECTS} times") from None
         except AuthFailed as exc:
