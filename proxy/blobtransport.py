@@ -106,16 +106,17 @@ class _Reader(asyncio.BufferedProtocol):
         loop = asyncio.get_running_loop()
         self._buffer, self._filled, self._need = memoryview(buffer), 0, need
         started = self.last_data = loop.time()
+        patience = PATIENCE if timeout is None else min(PATIENCE, timeout)
         try:
             while self._filled < need and not self.ended:
                 self._waiter = loop.create_future()
                 if self.transport is not None and not self.transport.is_closing():
                     self.transport.resume_reading()
                 try:
-                    await asyncio.wait_for(self._waiter, PATIENCE)
+                    await asyncio.wait_for(self._waiter, patience)
                 except TimeoutError:
                     now = loop.time()
-                    if self._filled and now - started >= PATIENCE:
+                    if self._filled and now - started >= patience:
                         break
                     if timeout is not None and now - self.last_data >= timeout:
                         raise httpx.ReadTimeout(f"no data for {timeout:g}s") from None

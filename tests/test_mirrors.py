@@ -10,6 +10,7 @@ namespace of its own with only loopback.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import ssl
@@ -390,6 +391,37 @@ def test_upstream_behind_distribution_token_auth(hub_signed: Sandbox, tmp_path: 
         tokens.stop()
 
 
+def test_upstream_registry_over_tls_with_its_own_ca(hub_signed: Sandbox, tmp_path: Path) -> None:
+    """docker-registry over https: manifests and blob bodies (each through its own client) verify its CA."""
+    from tests.realenv.services import start_registry
+
+    data = Path(hub_signed.registry.service.argv[-1]).parent / "data"
+    tls_registry = start_registry(tmp_path / "tls-registry", storage=data, tls=hub_signed.ca)
+    trusting = tmp_path / "trusting.yaml"
+    trusting.write_text(f"upstream:\n  registry_ca: {hub_signed.ca.ca_cert}\n")
+    running = start_proxy(tmp_path / "trusting", tls_registry.url, hub_signed.notary.url, hub_signed.ca.ca_cert,
+                          extra=("--config", str(trusting), "--gun-prefix", hub_signed.registry.host))
+    untrusting = tmp_path / "untrusting.yaml"
+    untrusting.write_text("trust:\n  blobs: open\n")
+    stranger = start_proxy(tmp_path / "untrusting", tls_registry.url, hub_signed.notary.url, hub_signed.ca.ca_cert,
+                           extra=("--config", str(untrusting), "--gun-prefix", hub_signed.registry.host))
+    try:
+        assert tls_registry.url.startswith("https://")
+        response = get(running, "/v2/library/demo/manifests/v1")
+        assert response.status_code == 200, response.text
+        layer = response.json()["layers"][0]
+        blob = get(running, f"/v2/library/demo/blobs/{layer['digest']}")
+        assert blob.status_code == 200
+        assert "sha256:" + hashlib.sha256(blob.content).hexdigest() == layer["digest"]
+        refused = get(stranger, f"/v2/library/demo/blobs/{layer['digest']}")
+    finally:
+        running.stop()
+        stranger.stop()
+        tls_registry.stop()
+    assert refused.status_code == 503
+    assert "CERTIFICATE_VERIFY_FAILED" in refused.json()["errors"][0]["message"]
+
+
 def test_ipv6_listen_address_and_upstream(hub_signed: Sandbox, tmp_path: Path) -> None:
     front = FaultServer(hub_signed.registry.url, host="::1").start()
     running = start_proxy(tmp_path, front.url, hub_signed.notary.url, hub_signed.ca.ca_cert,
@@ -397,9 +429,13 @@ def test_ipv6_listen_address_and_upstream(hub_signed: Sandbox, tmp_path: Path) -
     try:
         assert running.url.startswith("http://[::1]:")
         response = httpx.get(f"{running.url}/v2/library/demo/manifests/v1", timeout=30)
+        blob = httpx.get(f"{running.url}/v2/library/demo/blobs/{response.json()['layers'][0]['digest']}", timeout=30)
     finally:
         running.stop()
         front.stop()
     assert response.status_code == 200, response.text
     assert response.headers["docker-content-digest"] == hub_signed.images["demo:v1"].digest
     assert front.seen and front.seen[-1].headers["host"] == [f"[::1]:{front.port}"]
+    layer = response.json()["layers"][0]
+    assert "sha256:" + hashlib.sha256(blob.content).hexdigest() == layer["digest"]
+    assert front.seen[-1].path == f"/v2/library/demo/blobs/{layer['digest']}"

@@ -67,9 +67,11 @@ class Registry:
 
 
 def _registry_config(storage: Path, addr: str, log_level: str, remote: str | None,
-                     token_auth: Mapping[str, str] | None) -> str:
+                     token_auth: Mapping[str, str] | None, tls: CA | None) -> str:
     """distribution config: filesystem storage, deletes allowed, one listener; a pull-through cache of
-    ``remote`` when given (distribution's own proxy mode); token auth (``auth.token``) when given."""
+    ``remote`` when given (distribution's own proxy mode); token auth (``auth.token``) when given;
+    TLS with the CA's server certificate when given."""
+    listener = f"  tls:\n    certificate: {tls.server_cert}\n    key: {tls.server_key}\n" if tls else ""
     proxy = f"proxy:\n  remoteurl: {remote}\n" if remote else ""
     if token_auth:
         proxy += "auth:\n  token:\n" + "".join(f"    {k}: {v}\n" for k, v in token_auth.items())
@@ -90,32 +92,35 @@ http:
   secret: realenv-not-secret
   headers:
     X-Content-Type-Options: [nosniff]
-"""
+{listener}"""
 
 
 def start_registry(workdir: Path, netns: NetNS | None = None, log_level: str = "info",
                    remote: str | None = None, token_auth: Mapping[str, str] | None = None,
-                   storage: Path | None = None) -> Registry:
+                   storage: Path | None = None, tls: CA | None = None) -> Registry:
     """Start ``docker-registry serve`` on 127.0.0.1:<free port>.
 
-    ``storage`` shares another registry's data directory (both may read it).
+    ``storage`` shares another registry's data directory (both may read it);
+    ``tls`` serves https with that CA's server certificate.
     """
     binary = require_tool("docker-registry")
     workdir = _mkdir(workdir)
     host = f"{LOOPBACK}:{free_port()}"
     config = workdir / "config.yml"
-    config.write_text(_registry_config(storage or _mkdir(workdir / "data"), host, log_level, remote, token_auth))
+    config.write_text(_registry_config(storage or _mkdir(workdir / "data"), host, log_level, remote, token_auth, tls))
     argv = [binary, "serve", str(config)]
     service = start_service("registry", netns.wrap(argv) if netns else argv, workdir / "registry.log")
-    registry = Registry(host, f"http://{host}", service, netns)
-    _wait_or_stop(service, lambda: in_netns(netns, lambda: _http_answers(f"{registry.url}/v2/")), 20, "GET /v2/")
+    registry = Registry(host, f"{'https' if tls else 'http'}://{host}", service, netns)
+    context = tls.ssl_context() if tls else None
+    _wait_or_stop(service, lambda: in_netns(netns, lambda: _http_answers(f"{registry.url}/v2/", context)), 20,
+                  "GET /v2/")
     return registry
 
 
-def _http_answers(url: str) -> bool:
+def _http_answers(url: str, context: ssl.SSLContext | None = None) -> bool:
     """200, or the 401 of a registry behind token auth."""
     try:
-        return _http_ok(url)
+        return _http_ok(url, context)
     except urllib.error.HTTPError as refused:
         return refused.code == 401
 

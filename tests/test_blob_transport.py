@@ -1,0 +1,229 @@
+"""The blob transport's HTTP/1.1: framing, bad answers, slow and silent servers, buffer reuse.
+
+Each test runs a small server of its own on loopback, in the same event loop
+as the client, that answers with exactly the bytes the test writes; the
+end-to-end paths (real registry, TLS, tokens, redirects, faults) are in the
+other test files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import ssl
+from collections.abc import Awaitable, Callable
+
+import httpx
+import pytest
+
+from proxy.blobtransport import BlobTransport, PieceBudget, _Buffers
+from proxy.httpclient import through_env_proxy
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+MIB = 1 << 20
+
+
+async def _fetch(handler: Handler, timeout: float = 10.0, path: str = "/v2/x/blobs/d",
+                 budget: PieceBudget | None = None) -> tuple[httpx.Response, list[bytes]]:
+    """GET through the transport from a server running ``handler``; the response and its pieces."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        transport = BlobTransport(ssl.create_default_context(), budget)
+        async with httpx.AsyncClient(transport=transport, timeout=timeout) as client:
+            async with client.stream("GET", f"http://127.0.0.1:{port}{path}") as response:
+                pieces = [bytes(piece) async for piece in response.aiter_raw()]
+        return response, pieces
+    finally:
+        server.close()
+
+
+def fetch(handler: Handler, **kwargs: object) -> tuple[httpx.Response, list[bytes]]:
+    return asyncio.run(_fetch(handler, **kwargs))  # type: ignore[arg-type]
+
+
+def answer(*parts: bytes, pause: float = 0.0) -> Handler:
+    """A server that reads the request head, writes ``parts`` (pausing between them) and closes."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        for part in parts:
+            writer.write(part)
+            await writer.drain()
+            await asyncio.sleep(pause)
+        writer.close()
+    return handle
+
+
+def test_content_length_body_arrives_whole_in_big_pieces() -> None:
+    body = os.urandom(20 * MIB)
+    response, pieces = fetch(answer(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body), body))
+    assert response.status_code == 200
+    assert b"".join(pieces) == body
+    assert max(map(len, pieces)) == 4 * MIB, "one reader gets the largest piece"
+
+
+def test_request_line_and_headers_as_sent() -> None:
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        writer.close()
+
+    response, pieces = fetch(handle, path="/v2/a/b/blobs/sha256:00?x=1&y=%2F")
+    assert response.status_code == 204 and pieces == []
+    head = seen[0].decode()
+    assert head.startswith("GET /v2/a/b/blobs/sha256:00?x=1&y=%2F HTTP/1.1\r\n")
+    lines = head.split("\r\n")
+    assert any(line.lower().startswith("host: 127.0.0.1:") for line in lines)
+    assert "Connection: close" in lines
+
+
+def test_chunked_body_with_extensions_and_trailers() -> None:
+    body = os.urandom(300_000)
+    chunked = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(part), part) for part in (body[:1], body[1:200_000], body[200_000:]))
+    response, pieces = fetch(answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                                    chunked, b"0\r\nX-Trailer: t\r\n\r\n"))
+    assert b"".join(pieces) == body
+
+
+def test_body_up_to_the_connections_end() -> None:
+    body = os.urandom(MIB + 17)
+    _, pieces = fetch(answer(b"HTTP/1.1 200 OK\r\n\r\n", body))
+    assert b"".join(pieces) == body
+
+
+@pytest.mark.parametrize(("head", "body", "complaint"), [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", b"x" * 40, "60 bytes before the body's end"),
+    (b"SSH-2.0-OpenSSH\r\n\r\n", b"", "not an HTTP/1 status line"),
+    (b"HTTP/1.1 2000 OK\r\n\r\n", b"", "not an HTTP/1 status line"),
+    (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", b"", "malformed response header"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", b"xx", "conflicting Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", b"", "bad Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", b"", "unsupported Transfer-Encoding"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"zz\r\n", "bad chunk size"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"4\r\nabcdef\r\n0\r\n\r\n", "longer than its size"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"10\r\nabc", "closed inside a chunk"),
+    (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (70 << 10), b"", "response head longer than"),
+    (b"HTTP/1.1 200 O", b"", "without a complete response"),
+], ids=["short", "not-http", "status", "header", "two-lengths", "negative-length", "gzip-framing", "chunk-size",
+        "chunk-overlong", "chunk-cut", "huge-head", "cut-head"])
+def test_bad_answers_are_protocol_errors(head: bytes, body: bytes, complaint: str) -> None:
+    with pytest.raises(httpx.RemoteProtocolError, match=complaint):
+        fetch(answer(head, body))
+
+
+def test_a_slow_server_gets_its_bytes_passed_on_before_a_piece_is_full() -> None:
+    """A trickle is handed on as it comes (within a fraction of a second), not held for MiBs."""
+    first_seen = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (2 * MIB))
+        await writer.drain()
+        await asyncio.sleep(0.3)  # the head is read on its own; the first body bytes come after
+        writer.write(b"a" * 1000)
+        await writer.drain()
+        await asyncio.wait_for(first_seen.wait(), 5)  # no more until the client has what came
+        writer.write(b"b" * (2 * MIB - 1000))
+        writer.close()
+
+    async def run() -> bytes:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        got = b""
+        async with httpx.AsyncClient(transport=BlobTransport(ssl.create_default_context())) as client:
+            async with client.stream("GET", f"http://127.0.0.1:{port}/") as response:
+                async for piece in response.aiter_raw():
+                    got += piece
+                    first_seen.set()
+        server.close()
+        return got
+
+    async def in_time() -> bytes:
+        return await asyncio.wait_for(run(), 4)
+
+    assert asyncio.run(in_time()) == b"a" * 1000 + b"b" * (2 * MIB - 1000)
+
+
+def test_a_silent_server_times_out() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345")
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    with pytest.raises(httpx.ReadTimeout):
+        fetch(handle, timeout=0.5)
+
+
+def test_nothing_listening_is_a_connect_error() -> None:
+    async def run() -> None:
+        server = await asyncio.start_server(answer(), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        server.close()
+        await server.wait_closed()
+        async with httpx.AsyncClient(transport=BlobTransport(ssl.create_default_context())) as client:
+            await client.get(f"http://127.0.0.1:{port}/")
+
+    with pytest.raises(httpx.ConnectError):
+        asyncio.run(run())
+
+
+def test_pieces_kept_by_the_reader_are_never_refilled() -> None:
+    """Every piece is kept here while later ones arrive: none may be overwritten by buffer reuse."""
+    body = b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() * (MIB // 32) for i in range(24))
+    server_head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+
+    async def run() -> list[bytearray]:
+        server = await asyncio.start_server(answer(server_head, body), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with httpx.AsyncClient(transport=BlobTransport(ssl.create_default_context())) as client:
+            async with client.stream("GET", f"http://127.0.0.1:{port}/") as response:
+                kept = [piece async for piece in response.aiter_raw()]  # the pieces themselves, no copies
+        server.close()
+        return kept  # type: ignore[return-value]
+
+    assert b"".join(asyncio.run(run())) == body
+
+
+def test_a_buffer_is_reused_only_once_nothing_else_holds_it() -> None:
+    buffers = _Buffers()
+    first = buffers.take(MIB)
+    second = buffers.take(MIB)
+    assert second is not first, "a buffer still held is not handed out again"
+    first_id = id(first)
+    del first
+    third = buffers.take(MIB)
+    assert id(third) == first_id, "a buffer nothing holds is reused"
+    assert buffers.take(2 * MIB) is not third and len(buffers._kept) == 3
+
+
+def test_the_piece_size_shrinks_with_the_readers() -> None:
+    budget = PieceBudget(total=32 * MIB, smallest=64 << 10, largest=4 * MIB)
+    assert budget.piece() == 4 * MIB
+    budget.readers = 100
+    assert budget.piece() == (32 * MIB) // 100
+    budget.readers = 10_000
+    assert budget.piece() == 64 << 10
+
+
+@pytest.mark.parametrize(("env", "url", "proxied"), [
+    ({}, "http://registry.example:5000", False),
+    ({"HTTP_PROXY": "http://proxy:3128"}, "http://registry.example:5000", True),
+    ({"HTTPS_PROXY": "http://proxy:3128"}, "http://registry.example:5000", False),
+    ({"https_proxy": "http://proxy:3128"}, "https://registry.example", True),
+    ({"ALL_PROXY": "http://proxy:3128"}, "https://registry.example", True),
+    ({"HTTP_PROXY": "http://proxy:3128", "NO_PROXY": "registry.example"}, "http://registry.example:5000", False),
+    ({"HTTP_PROXY": "http://proxy:3128", "NO_PROXY": ".example"}, "http://registry.example:5000", False),
+], ids=["none", "http", "other-scheme", "https", "all", "no-proxy", "no-proxy-domain"])
+def test_blobs_go_through_an_environment_proxy_only_when_one_applies(
+        monkeypatch: pytest.MonkeyPatch, env: dict[str, str], url: str, proxied: bool) -> None:
+    """Where a proxy applies, blob bodies take the registry's ordinary httpx client, which uses it."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert through_env_proxy(url) is proxied
