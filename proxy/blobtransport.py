@@ -29,7 +29,7 @@ MAX_HEADERS = 200
 MAX_CHUNK_LINE = 4096
 MIN_PIECE = 64 << 10
 MAX_PIECE = 4 << 20
-PIECE_BUDGET = 32 << 20
+PIECE_BUDGET = 16 << 20
 PATIENCE = 0.1
 _NO_BODY = frozenset({204, 304})
 
@@ -145,7 +145,8 @@ class _Buffers:
     it for hashing on another thread, or give it to a transport that keeps it
     until sent. CPython counts references, so a buffer whose only holder is
     this list is free; reusing it spares the page faults and zeroing of a new
-    allocation of MiBs for every piece.
+    allocation of MiBs for every piece. A free buffer of a size no longer asked
+    for (more readers now share the budget) is let go at once.
     """
 
     KEEP = 6
@@ -154,14 +155,22 @@ class _Buffers:
         self._kept: list[bytearray] = []
 
     def take(self, size: int) -> bytearray:
+        reused = None
+        kept = []
         for buffer in self._kept:  # the same pattern _unheld_count measures
-            if len(buffer) == size and sys.getrefcount(buffer) == _UNHELD:
-                return buffer
-        buffer = bytearray(size)
-        self._kept.append(buffer)
-        if len(self._kept) > self.KEEP:
-            del self._kept[0]
-        return buffer
+            if sys.getrefcount(buffer) != _UNHELD:
+                kept.append(buffer)
+            elif len(buffer) == size and reused is None:
+                reused = buffer
+                kept.append(buffer)
+        if reused is None:
+            reused = bytearray(size)
+            kept.append(reused)
+        self._kept = kept[-self.KEEP:]
+        return reused
+
+    def clear(self) -> None:
+        self._kept = []
 
 
 class _Connection:
@@ -215,6 +224,8 @@ class _Connection:
             self.reader.transport.write(data)
 
     def close(self) -> None:
+        """Close the connection and let go of the buffers now, not when a garbage collection finds them."""
+        self.buffers.clear()
         if self.reader.transport is not None:
             self.reader.transport.close()
 

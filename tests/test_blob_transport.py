@@ -197,14 +197,19 @@ def test_a_buffer_is_reused_only_once_nothing_else_holds_it() -> None:
     del first
     third = buffers.take(MIB)
     assert id(third) == first_id, "a buffer nothing holds is reused"
-    assert buffers.take(2 * MIB) is not third and len(buffers._kept) == 3
+    bigger = buffers.take(2 * MIB)
+    assert bigger is not third and len(buffers._kept) == 3
+    del third
+    buffers.take(2 * MIB)
+    assert [len(kept) for kept in buffers._kept] == [MIB, 2 * MIB, 2 * MIB], \
+        "a free buffer of a size no longer asked for is let go"
 
 
 def test_the_piece_size_shrinks_with_the_readers() -> None:
-    budget = PieceBudget(total=32 * MIB, smallest=64 << 10, largest=4 * MIB)
+    budget = PieceBudget(total=16 * MIB, smallest=64 << 10, largest=4 * MIB)
     assert budget.piece() == 4 * MIB
     budget.readers = 100
-    assert budget.piece() == (32 * MIB) // 100
+    assert budget.piece() == (16 * MIB) // 100
     budget.readers = 10_000
     assert budget.piece() == 64 << 10
 
