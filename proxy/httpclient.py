@@ -48,4 +48,4 @@ def through_env_proxy(url: str) -> bool:
     proxies = urllib.request.getproxies_environment()
     if not (proxies.get(parts.scheme) or proxies.get("all")):
         return False
-    return not urllib.request.proxy_bypass_environment(parts.netloc, proxies)
+    return not urllib.request.proxy_bypass(parts.netloc)  # on Linux: NO_PROXY
