@@ -44,6 +44,7 @@ def test_sample_config_parses() -> None:
     assert config.upstream.notary == "https://127.0.0.1:4443"
     assert config.trust.open_blobs == frozenset()
     assert config.state_dir == Path("/var/lib/pullgate")
+    assert (config.upstream_timeout, config.client_head_timeout) == (30, 30)
 
 
 @pytest.mark.parametrize("document, overrides, setting", [
@@ -69,6 +70,8 @@ def test_sample_config_parses() -> None:
     ({"upstream": {"pinning": {"ca": {"g/": "/nonexistent.pem"}}}}, BASE, "upstream.pinning.ca.g/"),
     ({"upstream": {"pinning": {"disable_tofu": "yes"}}}, BASE, "upstream.pinning.disable_tofu"),
     ({"upstream": {"notary_auth": {"username": "u"}}}, BASE, "upstream.notary_auth"),
+    ({"timeouts": {"client_head": 0}}, BASE, "timeouts.client_head"),
+    ({"timeouts": {"client": 5}}, BASE, "timeouts.client"),
 ])
 def test_bad_settings_name_the_setting(document: dict, overrides: dict, setting: str) -> None:
     with pytest.raises(ConfigError) as caught:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -322,3 +323,63 @@ def test_unusable_client_auth_settings_are_config_errors(tmp_path: Path, line: s
     result = pullgate("serve", "--config", str(config), "--upstream", "http://a", "--notary", "http://b")
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("pullgate: config error: auth.")
+
+
+# -- clients: bounded request heads ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quick_head_proxy(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    workdir = tmp_path_factory.mktemp("quick-head")
+    config = workdir / "quick.yaml"
+    config.write_text("timeouts:\n  client_head: 1\n")
+    running = start_proxy(workdir, sandbox.registry.url, sandbox.notary.url, sandbox.ca.ca_cert,
+                          extra=("--config", str(config)))
+    yield running
+    running.stop()
+
+
+def _raw(proxy: Proxy, data: bytes, wait: float = 10.0) -> tuple[bytes, float]:
+    """Send ``data`` on a fresh connection; all the proxy answers until it closes, and how long that took."""
+    host, port = proxy.url.removeprefix("http://").rsplit(":", 1)
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=wait) as connection:
+        connection.sendall(data)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    return received, time.monotonic() - started
+
+
+def _error_json(answer: bytes) -> tuple[int, dict[str, str], str]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode().split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, json.loads(body)["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(("head", "complaint"), [
+    (b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (70 << 10) + b"\r\n\r\n", "request head larger than 64 KiB"),
+    (b"GET /v2/" + b"a" * (70 << 10) + b" HTTP/1.1\r\nHost: x\r\n\r\n", "request head larger than 64 KiB"),
+    (b"GET /v2/ HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(300)) + b"\r\n", "more than 256 request headers"),
+], ids=["big-header", "long-url", "many-headers"])
+def test_oversized_request_heads_are_431(quick_head_proxy: Proxy, head: bytes, complaint: str) -> None:
+    answer, _ = _raw(quick_head_proxy, head)
+    status, headers, message = _error_json(answer)
+    assert (status, headers["content-type"], message) == (431, "application/json", complaint)
+    assert answer.count(b"HTTP/1.1 ") == 1, "one answer only"
+
+
+def test_a_request_head_near_the_bound_is_served(quick_head_proxy: Proxy) -> None:
+    token = "a" * (40 << 10)  # a big bearer token
+    response = httpx.get(f"{quick_head_proxy.url}/v2/", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+
+
+def test_a_head_sent_too_slowly_is_408_and_a_silent_connection_closed(quick_head_proxy: Proxy) -> None:
+    answer, seconds = _raw(quick_head_proxy, b"GET /v2/ HTTP/1.1\r\nHo")
+    status, _, message = _error_json(answer)
+    assert (status, message) == (408, "no complete request head within 1s")
+    assert 0.9 < seconds < 5
+    silent, seconds = _raw(quick_head_proxy, b"")
+    assert silent == b"" and 0.9 < seconds < 5
