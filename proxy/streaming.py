@@ -89,6 +89,7 @@ class VerifiedBlobResponse(Response):
         self.size = size
         self.window = window
         self.head = head
+        self.complete = False
         self.status_code = 206 if window else 200
         all_headers = {**headers, "Accept-Ranges": "bytes"}
         if window:
@@ -105,7 +106,7 @@ class VerifiedBlobResponse(Response):
                 await send({"type": "http.response.body", "body": b""})
                 return
             async with anyio.create_task_group() as group:
-                group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
+                group.start_soon(self._cancel_on_disconnect, receive, group.cancel_scope)
                 await self._relay(send)
                 group.cancel_scope.cancel()
         except* StreamAborted as aborted:  # the task group hands its errors over as a group
@@ -138,14 +139,18 @@ class VerifiedBlobResponse(Response):
         actual = "sha256:" + await hashed.hexdigest()
         if actual != self.digest:
             raise StreamAborted(f"content has digest {actual}")
+        self.complete = True
         await send({"type": "http.response.body", "body": held or b"", "more_body": False})
 
+    async def _cancel_on_disconnect(self, receive: Receive, scope: anyio.CancelScope) -> None:
+        """A client that goes away stops the upstream download with it.
 
-async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
-    """A client that goes away stops the upstream download with it."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            log.info("client went away; upstream download stopped")
-            scope.cancel()
-            return
+        The server also reports a disconnect once the last piece is sent, which is no departure.
+        """
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                if not self.complete:
+                    log.info("client went away; upstream download stopped")
+                scope.cancel()
+                return

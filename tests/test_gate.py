@@ -136,9 +136,10 @@ def test_digest_of_a_signed_tag_and_of_an_index_child_are_served(proxy: Proxy, s
         assert len(response.content) == child["size"]
 
 
+@pytest.mark.parametrize("key", ["notrust:latest", "demo:dev"])
 def test_digest_that_no_signed_tag_leads_to_is_refused(gated: Proxy, sandbox: Sandbox,
-                                                        fronts: tuple[FaultServer, FaultServer]) -> None:
-    stranger = sandbox.images["notrust:latest"].digest
+                                                        fronts: tuple[FaultServer, FaultServer], key: str) -> None:
+    stranger = sandbox.images[key].digest
     response = get(gated, f"/v2/library/demo/manifests/{stranger}")
     assert response.status_code == 403
     error = error_of(response)

@@ -177,8 +177,12 @@ def test_client_that_goes_away_stops_the_upstream_download(sandbox: Sandbox, tmp
     registry_front.faults[path] = Fault(drip=(64 << 10, 0.05))
     config = tmp_path / "open.yaml"
     config.write_text("trust:\n  repositories:\n    library/bigblob: {blobs: open}\n")
+    small = upload_blob(sandbox.registry.url, "library/bigblob", os.urandom(100_000))
     proxy = fronted(sandbox, tmp_path, registry_front, None, "--config", str(config))
     try:
+        assert len(httpx.get(f"{proxy.url}/v2/library/bigblob/blobs/{small}").content) == 100_000
+        time.sleep(0.5)
+        assert "client went away" not in proxy.service.log_tail(), "a whole download is no departure"
         with httpx.stream("GET", proxy.url + path) as response:
             assert response.status_code == 200
             next(response.iter_raw())
@@ -187,6 +191,7 @@ def test_client_that_goes_away_stops_the_upstream_download(sandbox: Sandbox, tmp
         time.sleep(1)
         assert registry_front.sent[path] == sent_then, "the upstream download goes on without a reader"
         assert sent_then < len(blob) // 2
+        assert "client went away; upstream download stopped" in proxy.service.log_tail()
     finally:
         proxy.stop()
 

@@ -241,7 +241,7 @@ class NotaryClient:
         except AuthFailed as exc:
             raise TrustServerUnavailable(gun, self.server, f"{filename}: authentication failed: {exc}") from None
         except httpx.HTTPError as exc:
-            hint = " (is notary_ca the CA of the trust server?)" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else ""
+            hint = " (is notary_ca, or --notary-ca, the CA of the trust server?)" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else ""
             raise TrustServerUnavailable(gun, self.server, f"{filename}: {describe(exc)}{hint}") from None
 
 

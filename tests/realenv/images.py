@@ -43,18 +43,22 @@ class ManifestInfo:
         return self.digest.removeprefix("sha256:")
 
 
+DEV_REF = "dev"
+
+
 def _umoci(*args: str) -> None:
     run([require_tool("umoci"), *args])
 
 
-def _build_arch_image(layout: Path, arch: str, scratch: Path) -> None:
-    """One image with a config for *arch* and a single layer holding /hello.txt."""
-    image = f"{layout}:{arch}"
+def _build_arch_image(layout: Path, arch: str, scratch: Path, ref: str | None = None) -> None:
+    """One image (ref *ref*, else *arch*) with a config for *arch* and a single layer holding /hello.txt."""
+    ref = ref or arch
+    image = f"{layout}:{ref}"
     _umoci("new", "--image", image)
     _umoci("config", "--image", image, "--architecture", arch, "--os", "linux",
-           "--config.cmd", "/hello.txt", "--config.label", f"org.example.demo={arch}")
-    payload = scratch / f"hello-{arch}.txt"
-    payload.write_text(f"hello from {arch}\n")
+           "--config.cmd", "/hello.txt", "--config.label", f"org.example.demo={ref}")
+    payload = scratch / f"hello-{ref}.txt"
+    payload.write_text(f"hello from {ref}\n")
     # `insert` adds exactly one layer without an unpack/repack round trip
     _umoci("insert", "--image", image, str(payload), "/hello.txt")
 
@@ -88,12 +92,14 @@ def _add_index(layout: Path, refs: tuple[str, ...], name: str) -> None:
 
 
 def build_oci_layout(workdir: Path) -> Path:
-    """Build ``<workdir>/oci`` with refs amd64, arm64 and the index ``multi``."""
+    """Build ``<workdir>/oci`` with refs amd64, arm64, the index ``multi`` over both, and ``dev``
+    (amd64 too, in no index: an image of its own, to be left unsigned)."""
     workdir.mkdir(parents=True, exist_ok=True)
     layout = workdir / "oci"
     _umoci("init", "--layout", str(layout))
     for arch in ARCHES:
         _build_arch_image(layout, arch, workdir)
+    _build_arch_image(layout, "amd64", workdir, DEV_REF)
     _umoci("gc", "--layout", str(layout))
     _add_index(layout, ARCHES, INDEX_REF)
     return layout

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Callable
 
-from .images import ManifestInfo, build_oci_layout, manifest_info, oci_ref, push, push_docker_v2s2
+from .images import DEV_REF, ManifestInfo, build_oci_layout, manifest_info, oci_ref, push, push_docker_v2s2
 from .procs import NetNS
 from .services import CA, Dockerd, NotaryServer, Registry, make_ca, start_notary_server, start_registry
 from .signing import DELEGATION_ROLE, NotaryCLI, docker_push_signed
@@ -140,7 +140,7 @@ def _seed_demo(s: _Seeder) -> None:
     name = "library/demo"
     gun = s.gun(name)
     v1, multi = s.push(name, "v1", "amd64"), s.push(name, "multi", "multi")
-    s.push(name, "dev", "arm64")
+    s.push(name, "dev", DEV_REF)
     s.cli.init(gun)
     s.cli.rotate_snapshot_to_server(gun)
     s.cli.publish(gun)
