@@ -6,6 +6,7 @@ registry error JSON built in ``proxy.errors``.
 """
 
 import contextlib
+import hashlib
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -33,6 +34,7 @@ READ_METHODS = ("GET", "HEAD")
 DEFAULT_PAGE = 1000
 MAX_PAGE = 100_000
 PAGE_SIZE = re.compile(r"(?:0|[1-9][0-9]{0,4}|100000)\Z")
+EMPTY_DIGEST = "sha256:" + hashlib.sha256(b"").hexdigest()
 
 
 class ApiVersionHeader:
@@ -170,6 +172,9 @@ def blob_length(upstream: httpx.Response, digest: str, signed_size: int | None, 
     if size is None:
         raise RegistryError(502, "BLOB_UNKNOWN", f"upstream registry {host} sent blob {digest} without a length",
                             {"digest": digest})
+    if size == 0 and digest != EMPTY_DIGEST:  # no bytes to hold back: the answer would be complete unchecked
+        raise RegistryError(502, "BLOB_UNKNOWN", f"upstream registry {host} announces blob {digest} as empty; "
+                            f"empty content has digest {EMPTY_DIGEST}", {"digest": digest})
     return size
 
 

@@ -27,6 +27,8 @@ import httpx
 MAX_HEAD = 64 << 10
 MAX_HEADERS = 200
 MAX_CHUNK_LINE = 4096
+MAX_OTHER_BODY = 64 << 10
+MAX_INTERIM = 5
 MIN_PIECE = 64 << 10
 MAX_PIECE = 4 << 20
 PIECE_BUDGET = 16 << 20
@@ -183,16 +185,19 @@ class _Connection:
         self.buffers = _Buffers()
 
     async def some(self, limit: int) -> bytes | bytearray:
-        """Up to ``limit`` bytes, at least one unless the stream has ended."""
+        """Up to ``limit`` bytes, at least one unless the stream has ended: what is pending, else new bytes."""
         if self.pending:
             piece = self.pending[:limit]
             del self.pending[:limit]
             return piece
+        return await self._more(limit)
+
+    async def _more(self, limit: int) -> bytearray:
+        """Up to ``limit`` new bytes from the connection, at least one unless it has ended."""
         buffer = bytearray(limit)
         got = await self.reader.receive(buffer, 1, self.timeout)
         self._check_error()
-        del buffer[got:]
-        return buffer
+        return buffer[:got]  # a copy: a failed read's traceback may still pin a view of the buffer
 
     async def exactly(self, size: int) -> bytes | bytearray:
         """``size`` bytes, or fewer when the stream ends before; received straight into one buffer."""
@@ -208,7 +213,7 @@ class _Connection:
         while b"\n" not in self.pending:
             if len(self.pending) > MAX_CHUNK_LINE:
                 raise httpx.RemoteProtocolError("a chunked body's size line is too long")
-            more = await self.some(MAX_CHUNK_LINE)
+            more = await self._more(MAX_CHUNK_LINE)
             if not more:
                 raise httpx.RemoteProtocolError("the connection closed inside a chunked body")
             self.pending += more
@@ -233,15 +238,22 @@ class _Connection:
 class _Body(httpx.AsyncByteStream):
     """A response body framed by Content-Length, chunked encoding, or the connection's end."""
 
-    def __init__(self, connection: _Connection, budget: PieceBudget, length: int | None, chunked: bool) -> None:
+    def __init__(self, connection: _Connection, budget: PieceBudget, length: int | None, chunked: bool,
+                 bound: int | None) -> None:
         self.connection, self.budget, self.length, self.chunked = connection, budget, length, chunked
+        self.bound = bound
         self.open = True
         budget.readers += 1
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        received = 0
         try:
             async for piece in self._chunked() if self.chunked else self._plain():
-                yield piece  # type: ignore[misc]  # a fresh bytearray that nothing writes to again
+                received += len(piece)
+                if self.bound is not None and received > self.bound:
+                    raise httpx.RemoteProtocolError(f"an answer that is not a success has a body over "
+                                                    f"{self.bound // 1024} KiB")
+                yield piece  # type: ignore[misc]  # a buffer that nothing writes to while it is held
         finally:
             await self.aclose()
 
@@ -265,8 +277,11 @@ class _Body(httpx.AsyncByteStream):
                 raise httpx.RemoteProtocolError(f"bad chunk size {size_text[:20]!r}")
             left = int(size_text, 16)
             if left == 0:
-                while await connection.line():  # trailers, up to the empty line
-                    pass
+                trailers = 0
+                while trailer := await connection.line():  # up to the empty line
+                    trailers += len(trailer) + 2
+                    if trailers > MAX_HEAD:
+                        raise httpx.RemoteProtocolError(f"chunked trailers longer than {MAX_HEAD} bytes")
                 return
             while left:
                 piece = await connection.exactly(min(left, self.budget.piece()))
@@ -296,12 +311,18 @@ class BlobTransport(httpx.AsyncBaseTransport):
         connection = await self._connect(request.url, timeouts.get("connect"), timeouts.get("read"))
         try:
             connection.send(self._head(request) + await request.aread())
-            status, reason, headers = await self._response_head(connection)
+            for _ in range(MAX_INTERIM + 1):  # interim answers (100 Continue, 103 Early Hints) come first
+                status, reason, headers = await self._response_head(connection)
+                if not 100 <= status < 200:
+                    break
+            else:
+                raise httpx.RemoteProtocolError(f"more than {MAX_INTERIM} interim (1xx) answers")
             length, chunked = _framing(request.method, status, headers)
         except BaseException:
             connection.close()
             raise
-        return httpx.Response(status, headers=headers, stream=_Body(connection, self.budget, length, chunked),
+        bound = None if 200 <= status < 300 else MAX_OTHER_BODY
+        return httpx.Response(status, headers=headers, stream=_Body(connection, self.budget, length, chunked, bound),
                               extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
 
     async def _connect(self, url: httpx.URL, connect_timeout: float | None, read_timeout: float | None) -> _Connection:
@@ -347,26 +368,28 @@ class BlobTransport(httpx.AsyncBaseTransport):
             raise httpx.RemoteProtocolError(f"not an HTTP/1 status line: {status_line[:80]!r}")
         if len(header_lines) > MAX_HEADERS:
             raise httpx.RemoteProtocolError(f"more than {MAX_HEADERS} response headers")
-        headers = []
+        headers: list[tuple[bytes, bytes]] = []
         for line in header_lines:
             name, colon, value = line.partition(b":")
             if not colon or not name or name != name.strip():
                 raise httpx.RemoteProtocolError(f"malformed response header {line[:80]!r}")
-            headers.append((name, value.strip()))
+            field = (name.lower(), value.strip())
+            if field[0] == b"content-length" and field in headers:
+                continue  # the same length twice is one length
+            headers.append(field)
         return int(parts[1]), parts[2] if len(parts) > 2 else b"", headers
 
 
 def _framing(method: str, status: int, headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bool]:
     """(length, chunked) of the body: (0, False) for none, (None, False) for up to the connection's end."""
-    if method == "HEAD" or status in _NO_BODY or 100 <= status < 200:
+    if method == "HEAD" or status in _NO_BODY:
         return 0, False
-    values = {name.lower(): value for name, value in headers}
-    encoding = values.get(b"transfer-encoding", b"").lower()
+    encoding = b", ".join(value for name, value in headers if name == b"transfer-encoding").lower()
     if encoding:
         if encoding != b"chunked":
             raise httpx.RemoteProtocolError(f"unsupported Transfer-Encoding {encoding[:40]!r}")
         return None, True
-    lengths = {value for name, value in headers if name.lower() == b"content-length"}
+    lengths = {value for name, value in headers if name == b"content-length"}
     if len(lengths) > 1:
         raise httpx.RemoteProtocolError("conflicting Content-Length headers")
     if not lengths:

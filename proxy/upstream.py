@@ -101,7 +101,12 @@ class Upstream:
     async def open_blob(self, name: str, digest: str, method: str) -> httpx.Response:
         """Start a blob download; the caller streams the body and must close the response."""
         http = self.blob_http if method == "GET" else self.http
-        response = await self._send(http, http.build_request(method, self.url(name, "blobs", digest)))
+        try:
+            async with asyncio.timeout(self.timeout):  # the answer's head, through redirects and challenges
+                response = await self._send(http, http.build_request(method, self.url(name, "blobs", digest)))
+        except TimeoutError:
+            raise unavailable(f"upstream registry {self.host} did not answer for blob {digest} "
+                              f"within {self.timeout:g}s") from None
         try:
             self._check_status(response, "blob", digest)
         except RegistryError:

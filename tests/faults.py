@@ -12,7 +12,7 @@ import asyncio
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -171,3 +171,33 @@ async def _answer(send: Send, status: int, body: bytes, content_type: bytes,
 
 def flip_last_byte(data: bytes) -> bytes:
     return data[:-1] + bytes([data[-1] ^ 0x01])
+
+
+class RawServer:
+    """Answers with whatever bytes ``handler`` writes (an asyncio stream handler), on a loopback port,
+    from a background thread: for answers no HTTP server library would send."""
+
+    def __init__(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]) -> None:
+        self.handler = handler
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def start(self) -> "RawServer":
+        self._thread.start()
+        started = asyncio.run_coroutine_threadsafe(asyncio.start_server(self.handler, "127.0.0.1", self.port),
+                                                   self._loop)
+        self._server = started.result(10)
+        return self
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._shut(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    async def _shut(self) -> None:
+        self._server.close()
+        handlers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)

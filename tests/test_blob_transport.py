@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
+import struct
+import threading
 import ssl
 from collections.abc import Awaitable, Callable
 
@@ -232,3 +235,108 @@ def test_blobs_go_through_an_environment_proxy_only_when_one_applies(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert through_env_proxy(url) is proxied
+
+
+# -- from trying to break it -----------------------------------------------------------------------
+
+
+def fetch_within(seconds: float, handler: Handler, **kwargs: object) -> tuple[httpx.Response, list[bytes]]:
+    """``fetch`` on a thread of its own, failing the test when it is not done in time (a loop that
+    spins without yielding cannot be stopped by asyncio's own timeouts)."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(fetch(handler, **kwargs))
+        except BaseException as exc:  # handed to the test below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert outcome, f"no answer within {seconds}s"
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]  # type: ignore[return-value]
+
+
+def test_chunk_size_lines_split_across_reads() -> None:
+    body = os.urandom(39000)
+    _, pieces = fetch_within(10, answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n98",
+                                        b"58\r\n" + body, b"\r\n0", b"\r\n\r\n", pause=0.2))
+    assert b"".join(pieces) == body
+
+
+def test_small_chunks_flushed_a_few_kib_at_a_time() -> None:
+    """A valid stream as a buffered writer sends it: chunk boundaries fall anywhere in a read."""
+    body = os.urandom(2 * MIB)
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 4090]), body[i:i + 4090]) for i in range(0, len(body), 4090))
+    flushes = [chunked[i:i + 4096] for i in range(0, len(chunked), 4096)] + [b"0\r\n\r\n"]
+    _, pieces = fetch_within(20, answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", *flushes,
+                                        pause=0.0005))
+    assert b"".join(pieces) == body
+
+
+def endless(head: bytes) -> Handler:
+    """A server that sends ``head``, then chunks of 1 MiB for as long as it is read."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(head)
+        chunk = b"%x\r\n%s\r\n" % (MIB, b"x" * MIB)
+        try:
+            while True:
+                writer.write(chunk)
+                await writer.drain()
+        except ConnectionError:
+            pass
+    return handle
+
+
+@pytest.mark.parametrize("head", [
+    b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b'HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm="http://127.0.0.1:9/t"\r\n'
+    b"Transfer-Encoding: chunked\r\n\r\n",
+    b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n",
+], ids=["redirect", "challenge", "error"])
+def test_an_endless_body_of_an_answer_that_is_not_a_success_is_cut_at_64_kib(head: bytes) -> None:
+    """httpx reads a redirect's or challenge's body whole before it goes on: the transport bounds it."""
+    with pytest.raises(httpx.RemoteProtocolError, match="not a success has a body over 64 KiB"):
+        fetch_within(10, endless(head))
+
+
+def test_endless_trailers_are_refused() -> None:
+    trailers = b"".join(b"X-T%d: %s\r\n" % (i, b"t" * 100) for i in range(1000))
+    with pytest.raises(httpx.RemoteProtocolError, match="trailers longer than"):
+        fetch_within(10, answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"1\r\na\r\n0\r\n" + trailers))
+
+
+def test_a_reset_mid_body_is_a_read_error() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n" + b"r" * 1000)
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.write(b"\r\n")
+        await writer.drain()
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # RST
+
+    for _ in range(5):
+        with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
+            fetch_within(10, handle)
+
+
+def test_interim_answers_are_skipped_and_a_length_given_twice_is_one() -> None:
+    response, pieces = fetch(answer(b"HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n"
+                                    b"HTTP/1.1 100 Continue\r\n\r\n"
+                                    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"))
+    assert (response.status_code, response.headers["content-length"], b"".join(pieces)) == (200, "5", b"hello")
+    with pytest.raises(httpx.RemoteProtocolError, match="more than 5 interim"):
+        fetch(answer(b"HTTP/1.1 100 Continue\r\n\r\n" * 6 + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+
+
+def test_transfer_encodings_other_than_chunked_alone_are_refused() -> None:
+    with pytest.raises(httpx.RemoteProtocolError, match="unsupported Transfer-Encoding"):
+        fetch(answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n\r\n",
+                     b"1\r\na\r\n0\r\n\r\n"))

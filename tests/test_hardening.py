@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -15,7 +16,7 @@ import pytest
 
 from proxy.trust.store import StateError, StoredTrust, TrustStore
 from proxy.upstream import MANIFEST_MEDIA_TYPES, merged_accept
-from tests.faults import Fault, FaultServer
+from tests.faults import Fault, FaultServer, RawServer
 from tests.realenv.pullgate import Proxy, start_proxy
 from tests.realenv.sandbox import Sandbox
 from tests.test_config import pullgate
@@ -388,3 +389,60 @@ def test_a_head_sent_too_slowly_is_408_and_a_silent_connection_closed(quick_head
     assert 0.9 < seconds < 5
     silent, seconds = _raw(quick_head_proxy, b"")
     assert silent == b"" and 0.9 < seconds < 5
+
+
+# -- blob answers that would pass unchecked or hold a connection ---------------------------------
+
+
+def _open_blobs(tmp_path: Path, extra: str = "") -> Path:
+    config = tmp_path / "open.yaml"
+    config.write_text("trust:\n  blobs: open\n" + extra)
+    return config
+
+
+def test_a_blob_announced_empty_under_another_digest_is_refused(sandbox: Sandbox, tmp_path: Path,
+                                                                 registry_front: FaultServer) -> None:
+    """With no byte to hold back, an empty answer would be complete before any check: refused first."""
+    digest = upload_blob(sandbox.registry.url, "library/bigblob", b"not empty")
+    path = f"/v2/library/bigblob/blobs/{digest}"
+    registry_front.faults[path] = Fault(body=b"")
+    proxy = fronted(sandbox, tmp_path, registry_front, None, "--config", str(_open_blobs(tmp_path)))
+    try:
+        got = httpx.get(proxy.url + path)
+        empty = upload_blob(sandbox.registry.url, "library/bigblob", b"")
+        really_empty = httpx.get(f"{proxy.url}/v2/library/bigblob/blobs/{empty}")
+    finally:
+        proxy.stop()
+    assert got.status_code == 502
+    assert got.json()["errors"][0]["message"] == (
+        f"upstream registry 127.0.0.1:{registry_front.port} announces blob {digest} as empty; "
+        "empty content has digest sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+    assert (really_empty.status_code, really_empty.content) == (200, b"")
+
+
+def test_a_blob_answer_head_sent_a_byte_at_a_time_meets_the_upstream_timeout(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Each byte comes well within the read timeout; the whole head must come within timeouts.upstream."""
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        try:
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n" + b"X" * 1000:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.2)
+        except ConnectionError:
+            pass
+
+    server = RawServer(trickle).start()
+    proxy = start_proxy(tmp_path, f"http://127.0.0.1:{server.port}", sandbox.notary.url, sandbox.ca.ca_cert,
+                        extra=("--config", str(_open_blobs(tmp_path, "timeouts:\n  upstream: 2\n"))))
+    try:
+        started = time.monotonic()
+        response = httpx.get(f"{proxy.url}/v2/library/x/blobs/sha256:{'a' * 64}", timeout=30)
+        seconds = time.monotonic() - started
+    finally:
+        proxy.stop()
+        server.stop()
+    assert response.status_code == 503
+    assert response.json()["errors"][0]["message"] == (
+        f"upstream registry 127.0.0.1:{server.port} did not answer for blob sha256:{'a' * 64} within 2s")
+    assert seconds < 6
