@@ -65,6 +65,7 @@ def create_app(config: Config) -> ASGIApp:
             app.state.router = router
             logins = config.client_auth
             app.state.client_auth = ClientAuth.load(logins.htpasswd, logins.realm) if logins else None
+            app.state.send_timeout = config.client_send_timeout
             yield
 
     app = Starlette(
@@ -157,7 +158,7 @@ async def blob(routed: Routed, request: Request, path: RegistryPath, head: bool)
         await upstream.aclose()  # an open stream left behind would hold a pool connection for good
         raise
     headers = {"Content-Type": "application/octet-stream", "Docker-Content-Digest": digest}
-    return VerifiedBlobResponse(upstream, digest, size, window, headers, head)
+    return VerifiedBlobResponse(upstream, digest, size, window, headers, head, request.app.state.send_timeout)
 
 
 def blob_length(upstream: httpx.Response, digest: str, signed_size: int | None, host: str) -> int:

@@ -104,6 +104,7 @@ class Config:
     trust_timeout: float
     upstream_timeout: float
     client_head_timeout: float = 30.0
+    client_send_timeout: float = 300.0
     tls: TLSConfig | None = None
     client_auth: ClientAuthConfig | None = None
 
@@ -208,7 +209,7 @@ def build(document: dict[str, Any], overrides: dict[str, Any]) -> Config:
     if unknown:
         raise ConfigError(unknown[0], f"unknown setting (known: {', '.join(sorted(TOP_LEVEL))})")
     cache = _section(document, "cache", {"manifest_bytes"})
-    timeouts = _section(document, "timeouts", {"trust", "upstream", "client_head"})
+    timeouts = _section(document, "timeouts", {"trust", "upstream", "client_head", "client_send"})
     listen = overrides.get("listen") or document.get("listen", DEFAULT_LISTEN)
     state = overrides.get("state_dir") or document.get("state_dir")
     if not isinstance(listen, str):
@@ -226,6 +227,7 @@ def build(document: dict[str, Any], overrides: dict[str, Any]) -> Config:
         trust_timeout=_number(timeouts.get("trust", 10), "timeouts.trust", 0.1, 3600),
         upstream_timeout=_number(timeouts.get("upstream", 30), "timeouts.upstream", 0.1, 3600),
         client_head_timeout=_number(timeouts.get("client_head", 30), "timeouts.client_head", 0.1, 3600),
+        client_send_timeout=_number(timeouts.get("client_send", 300), "timeouts.client_send", 0.1, 86400),
         tls=_tls(_section(document, "tls", {"cert", "key", "client_ca"})),
         client_auth=_client_auth(_section(document, "auth", {"htpasswd", "realm"})),
     )

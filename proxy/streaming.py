@@ -9,6 +9,7 @@ and cannot take the download as complete. A range therefore costs a read of
 the whole blob upstream: the price of never passing unverified bytes.
 """
 
+import asyncio
 import logging
 import re
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ class VerifiedBlobResponse(Response):
     """
 
     def __init__(self, upstream: httpx.Response, digest: str, size: int, window: Window | None,
-                 headers: dict[str, str], head: bool) -> None:  # noqa: D107 - no Response body to set up
+                 headers: dict[str, str], head: bool, send_timeout: float = 300.0) -> None:
         self.background = None
         self.upstream = upstream
         self.digest = digest
@@ -90,6 +91,7 @@ class VerifiedBlobResponse(Response):
         self.window = window
         self.head = head
         self.complete = False
+        self.send_timeout = send_timeout
         self.status_code = 206 if window else 200
         all_headers = {**headers, "Accept-Ranges": "bytes"}
         if window:
@@ -132,7 +134,7 @@ class VerifiedBlobResponse(Response):
             if not piece:
                 continue
             if held is not None:
-                await send({"type": "http.response.body", "body": held, "more_body": True})
+                await self._send_piece(send, held, more=True)
             held = piece
         if offset != self.size:
             raise StreamAborted(f"upstream sent {offset} of {self.size} bytes")
@@ -140,7 +142,18 @@ class VerifiedBlobResponse(Response):
         if actual != self.digest:
             raise StreamAborted(f"content has digest {actual}")
         self.complete = True
-        await send({"type": "http.response.body", "body": held or b"", "more_body": False})
+        await self._send_piece(send, held or b"", more=False)
+
+    async def _send_piece(self, send: Send, piece: bytes | bytearray, more: bool) -> None:
+        """Send a piece; a client that has not taken the one before within the send timeout is dropped.
+
+        (The server waits for the previous piece to drain before it takes the next.)
+        """
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                await send({"type": "http.response.body", "body": piece, "more_body": more})
+        except TimeoutError:
+            raise StreamAborted(f"the client took no piece within {self.send_timeout:g}s") from None
 
     async def _cancel_on_disconnect(self, receive: Receive, scope: anyio.CancelScope) -> None:
         """A client that goes away stops the upstream download with it.

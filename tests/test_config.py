@@ -71,6 +71,7 @@ def test_sample_config_parses() -> None:
     ({"upstream": {"pinning": {"disable_tofu": "yes"}}}, BASE, "upstream.pinning.disable_tofu"),
     ({"upstream": {"notary_auth": {"username": "u"}}}, BASE, "upstream.notary_auth"),
     ({"timeouts": {"client_head": 0}}, BASE, "timeouts.client_head"),
+    ({"timeouts": {"client_send": "slow"}}, BASE, "timeouts.client_send"),
     ({"timeouts": {"client": 5}}, BASE, "timeouts.client"),
 ])
 def test_bad_settings_name_the_setting(document: dict, overrides: dict, setting: str) -> None:

@@ -446,3 +446,26 @@ def test_a_blob_answer_head_sent_a_byte_at_a_time_meets_the_upstream_timeout(san
     assert response.json()["errors"][0]["message"] == (
         f"upstream registry 127.0.0.1:{server.port} did not answer for blob sha256:{'a' * 64} within 2s")
     assert seconds < 6
+
+
+def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(sandbox: Sandbox, tmp_path: Path,
+                                                                        registry_front: FaultServer) -> None:
+    blob = os.urandom(64 << 20)
+    digest = upload_blob(sandbox.registry.url, "library/bigblob", blob)
+    config = _open_blobs(tmp_path, "timeouts:\n  client_send: 1\n")
+    proxy = fronted(sandbox, tmp_path, registry_front, None, "--config", str(config))
+    path = f"/v2/library/bigblob/blobs/{digest}"
+    host, port = proxy.url.removeprefix("http://").rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=20) as connection:
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+            connection.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            received = len(connection.recv(65536))
+            time.sleep(4)  # reads nothing meanwhile
+            while chunk := connection.recv(1 << 20):
+                received += len(chunk)
+        log = proxy.service.log_tail()
+    finally:
+        proxy.stop()
+    assert received < len(blob), "the stalled client was cut off, not served in full"
+    assert f"aborted blob {digest}: the client took no piece within 1s" in log
