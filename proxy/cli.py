@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         if args.workers > 1:
             os.environ[SETTINGS_VARIABLE] = json.dumps(
-                {"config": str(args.config) if args.config else None, "overrides": overrides})
+                {"config": str(args.config) if args.config else None, "overrides": overrides,
+                 "log_level": args.log_level})
         return serve(config, args.log_level, args.workers)
     return check(config, args.reference)
 
@@ -98,6 +99,14 @@ def listen_problem(listen: Listen) -> str | None:
     return None
 
 
+def configure_logging(log_level: str) -> None:
+    """pullgate's log format and levels, in the serving process and in each worker."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.DEBUG if log_level == "debug" else logging.WARNING)
+    if log_level != "debug":
+        logging.getLogger("uvicorn.error").addFilter(_QuietProbes())
+
+
 def serve(config: Config, log_level: str, workers: int = 1) -> int:
     import uvicorn
 
@@ -108,10 +117,7 @@ def serve(config: Config, log_level: str, workers: int = 1) -> int:
     if problem:
         print(f"pullgate: listen: cannot listen on {config.listen}: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.DEBUG if log_level == "debug" else logging.WARNING)
-    if log_level != "debug":
-        logging.getLogger("uvicorn.error").addFilter(_QuietProbes())
+    configure_logging(log_level)
     scheme = "https" if config.tls else "http"
     if config.client_auth:
         logging.getLogger("pullgate").info("clients log in: basic auth against %s", config.client_auth.htpasswd)
@@ -129,7 +135,7 @@ def serve(config: Config, log_level: str, workers: int = 1) -> int:
     # gain of about 12% on small requests only (docs/benchmarks.md).
     uvicorn.run(
         app, factory=workers > 1, workers=workers, host=config.listen.host, port=config.listen.port, loop="asyncio",
-        http=GuardedHttpTools, log_level=log_level, access_log=log_level == "debug", server_header=False,
+        http=GuardedHttpTools, ws="none", log_level=log_level, access_log=log_level == "debug", server_header=False,
         ssl_certfile=str(tls.cert) if tls else None, ssl_keyfile=str(tls.key) if tls else None,
         ssl_ca_certs=str(tls.client_ca) if tls and tls.client_ca else None,
         ssl_cert_reqs=ssl.CERT_REQUIRED if tls and tls.client_ca else ssl.CERT_NONE,
@@ -143,6 +149,7 @@ def app_from_environment() -> Any:
     from proxy.server import GuardedHttpTools
 
     settings = json.loads(os.environ[SETTINGS_VARIABLE])
+    configure_logging(settings["log_level"])
     path = Path(settings["config"]) if settings["config"] else None
     config = load(path, settings["overrides"])
     GuardedHttpTools.head_timeout = config.client_head_timeout  # the class comes to a worker as a name only

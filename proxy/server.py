@@ -2,10 +2,21 @@
 
 httptools parses request heads of any size and any number of headers, and a
 connection that sends nothing, or a head a byte at a time, is kept open for
-good: a few such clients hold memory and file descriptors without end. Here a
-request head is bounded in size and in header count (431 beyond), and must be
-complete within a time (408, or a quiet close when nothing was sent). After a
-response, uvicorn's own keep-alive timeout closes an idle connection.
+good: a few such clients hold memory and file descriptors without end. Here:
+
+- a request head is bounded in size and in header count (431). Fields are
+  counted as the parser hands them over, and the raw bytes of a head still
+  open are counted too, since the parser holds an unfinished field back;
+- a connection must bring a whole head within a time once it has nothing
+  being answered (408, or a quiet close when no request had begun), which
+  also ends connections kept open by blank lines or by a request body trickled
+  after its answer;
+- a head overdue while a response is still streaming ends the connection
+  after that response, never in the middle of it;
+- malformed requests get error JSON, not uvicorn's plain text;
+- after a refusal the connection is half-closed and what the client still
+  sends is read and dropped for a moment: closing with unread bytes would
+  reset the connection and lose the refusal on the way.
 """
 
 import asyncio
@@ -15,8 +26,10 @@ import logging
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 MAX_HEAD_BYTES = 64 << 10
+MAX_RAW_HEAD_BYTES = MAX_HEAD_BYTES + (64 << 10)  # the raw count may include the end of the request before
 MAX_HEADERS = 256
 HEAD_TIMEOUT = 30.0
+LINGER = 2.0
 
 log = logging.getLogger("pullgate.server")
 
@@ -25,9 +38,9 @@ class _Refused(Exception):
     """Stops the parser after the refusal was sent."""
 
 
-def refusal(status: int, reason: str, code: str, message: str) -> bytes:
+def refusal(status: int, reason: str, message: str) -> bytes:
     """A whole HTTP/1.1 response carrying registry error JSON, closing the connection."""
-    body = json.dumps({"errors": [{"code": code, "message": message, "detail": {}}]}).encode()
+    body = json.dumps({"errors": [{"code": "UNSUPPORTED", "message": message, "detail": {}}]}).encode()
     return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode("ascii") + body
 
@@ -39,8 +52,10 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._head_bytes = 0
+        self._raw_head_bytes = 0
         self._head_started = False
         self._head_timer: asyncio.TimerHandle | None = None
+        self._refused = False
         super().connection_made(transport)
         self._arm()
 
@@ -48,9 +63,21 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # dropped while the refusal is on its way
+        if self._head_timer is None and not self._answering():
+            self._arm()  # bytes with nothing being answered: a head is due
+        super().data_received(data)
+        if self._head_started and not self._refused and not self.transport.is_closing() and not self._ending():
+            self._raw_head_bytes += len(data)
+            if self._raw_head_bytes > MAX_RAW_HEAD_BYTES:
+                self._refuse_now(f"request head larger than {MAX_HEAD_BYTES // 1024} KiB")
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._head_bytes, self._head_started = 0, True
+        self._head_bytes = self._raw_head_bytes = 0
+        self._head_started = True
         self._arm()
 
     def on_url(self, url: bytes) -> None:
@@ -61,7 +88,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._count(len(name) + len(value) + 4)
         super().on_header(name, value)
         if len(self.headers) > MAX_HEADERS:
-            self._refuse(431, "Request Header Fields Too Large", f"more than {MAX_HEADERS} request headers")
+            self._refuse(f"more than {MAX_HEADERS} request headers")
 
     def on_headers_complete(self) -> None:
         self._disarm()
@@ -69,21 +96,53 @@ class GuardedHttpTools(HttpToolsProtocol):
         super().on_headers_complete()
 
     def send_400_response(self, msg: str) -> None:
-        if not self.transport.is_closing():  # not after a refusal of this class's own
-            super().send_400_response(msg)
+        """uvicorn's answer to a request the parser rejects, as error JSON; none after a refusal of ours."""
+        if self._refused or self.transport.is_closing():
+            return
+        log.warning("refused a request from %s: %s", _peer(self.client), msg)
+        if self._answering():
+            self._end_after_response()
+            return
+        self._answer_and_close(refusal(400, "Bad Request", f"invalid HTTP request: {msg}"))
+
+    def _answering(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def _ending(self) -> bool:
+        return self._answering() and self.cycle is not None and not self.cycle.keep_alive
 
     def _count(self, size: int) -> None:
         self._head_bytes += size
         if self._head_bytes > MAX_HEAD_BYTES:
-            self._refuse(431, "Request Header Fields Too Large",
-                         f"request head larger than {MAX_HEAD_BYTES // 1024} KiB")
+            self._refuse(f"request head larger than {MAX_HEAD_BYTES // 1024} KiB")
 
-    def _refuse(self, status: int, reason: str, message: str) -> None:
+    def _refuse(self, message: str) -> None:
+        """From a parser callback: answer 431, close, and stop the parser."""
+        self._refuse_now(message)
+        raise _Refused(message)
+
+    def _refuse_now(self, message: str) -> None:
         log.warning("refused a request from %s: %s", _peer(self.client), message)
         self._disarm()
-        self.transport.write(refusal(status, reason, "UNSUPPORTED", message))
-        self.transport.close()
-        raise _Refused(message)
+        if self._answering():
+            self._end_after_response()
+            return
+        self._answer_and_close(refusal(431, "Request Header Fields Too Large", message))
+
+    def _answer_and_close(self, answer: bytes) -> None:
+        """Send the refusal, end the sending side, drop what still comes for ``LINGER`` seconds, close."""
+        self._refused = True
+        self._disarm()
+        self.transport.write(answer)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER, self.transport.close)
+
+    def _end_after_response(self) -> None:
+        """A pipelined request went wrong while a response streams: read no more, close once it is sent."""
+        assert self.cycle is not None
+        self.cycle.keep_alive = False  # uvicorn closes the connection once this response is done
+        self.flow.pause_reading()
 
     def _arm(self) -> None:
         self._disarm()
@@ -96,13 +155,17 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def _head_overdue(self) -> None:
         self._head_timer = None
-        if self.transport.is_closing():
+        if self._refused or self.transport.is_closing():
+            return
+        if self._answering():
+            self._end_after_response()
             return
         if self._head_started:
             log.warning("closed a connection from %s: no complete request head within %gs",
                         _peer(self.client), self.head_timeout)
-            self.transport.write(refusal(408, "Request Timeout", "UNAVAILABLE",
-                                         f"no complete request head within {self.head_timeout:g}s"))
+            self._answer_and_close(refusal(408, "Request Timeout",
+                                           f"no complete request head within {self.head_timeout:g}s"))
+            return
         self.transport.close()
 
 

@@ -469,3 +469,95 @@ def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(sandbox: 
         proxy.stop()
     assert received < len(blob), "the stalled client was cut off, not served in full"
     assert f"aborted blob {digest}: the client took no piece within 1s" in log
+
+
+def test_an_unfinished_header_is_431_before_it_grows(quick_head_proxy: Proxy) -> None:
+    """The parser holds an unfinished field back from its callbacks: the raw bytes of an open head count."""
+    answer, seconds = _raw(quick_head_proxy, b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (300 << 10))
+    status, _, message = _error_json(answer)
+    assert (status, message) == (431, "request head larger than 64 KiB")
+    assert seconds < 0.9, "refused on the bytes, not at the head deadline"
+
+
+def _keep_sending(proxy: Proxy, first: bytes, then: bytes, every: float, limit: float) -> tuple[bytes, float]:
+    """Send ``first``, then ``then`` every ``every`` seconds until the proxy closes (or ``limit``)."""
+    host, port = proxy.url.removeprefix("http://").rsplit(":", 1)
+    started = time.monotonic()
+    received = b""
+    with socket.create_connection((host, int(port)), timeout=every) as connection:
+        connection.sendall(first)
+        while time.monotonic() - started < limit:
+            try:
+                chunk = connection.recv(65536)
+            except TimeoutError:
+                try:
+                    connection.sendall(then)
+                except OSError:
+                    break
+                continue
+            if not chunk:
+                break
+            received += chunk
+    return received, time.monotonic() - started
+
+
+@pytest.mark.parametrize("first, then", [
+    (b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n", b"\r\n"),
+    (b"GET /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n", b"b"),
+], ids=["blank-lines", "trickled-body"])
+def test_bytes_that_never_make_a_request_do_not_keep_a_connection(quick_head_proxy: Proxy, first: bytes,
+                                                                   then: bytes) -> None:
+    received, seconds = _keep_sending(quick_head_proxy, first, then, every=0.3, limit=8)
+    assert received.startswith(b"HTTP/1.1 200 OK"), "the request itself was answered"
+    assert seconds < 4, "the connection was closed a head deadline after the answer"
+
+
+def test_a_malformed_request_is_error_json(quick_head_proxy: Proxy) -> None:
+    answer, _ = _raw(quick_head_proxy, b"GET /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                                       b"Transfer-Encoding: chunked\r\n\r\n")
+    status, headers, message = _error_json(answer)
+    assert (status, headers["content-type"]) == (400, "application/json")
+    assert message.startswith("invalid HTTP request")
+
+
+def test_an_upgrade_request_is_answered_as_plain_http(quick_head_proxy: Proxy) -> None:
+    response = httpx.get(f"{quick_head_proxy.url}/v2/", headers={
+        "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    assert (response.status_code, response.json()) == (200, {})
+
+
+def test_a_pipelined_head_overdue_while_a_blob_streams_never_lands_inside_it(sandbox: Sandbox,
+                                                                             tmp_path: Path) -> None:
+    blob = os.urandom(8 << 20)
+    digest = upload_blob(sandbox.registry.url, "library/bigblob", blob)
+    config = _open_blobs(tmp_path, "timeouts:\n  client_head: 1\n")
+    proxy = start_proxy(tmp_path, sandbox.registry.url, sandbox.notary.url, sandbox.ca.ca_cert,
+                        extra=("--config", str(config)))
+    host, port = proxy.url.removeprefix("http://").rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=20) as connection:
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+            connection.sendall(f"GET /v2/library/bigblob/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n"
+                               "GET /v2/ HTTP/1.1\r\nHo".encode())
+            received = connection.recv(65536)
+            time.sleep(2.5)  # the second head's deadline passes while the blob is still on its way
+            while chunk := connection.recv(1 << 20):
+                received += chunk
+    finally:
+        proxy.stop()
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert body == blob, "the whole blob and nothing else, then the connection closed"
+
+
+def test_workers_log_like_the_single_process(sandbox: Sandbox, tmp_path: Path) -> None:
+    proxy = start_proxy(tmp_path, sandbox.registry.url, sandbox.notary.url, sandbox.ca.ca_cert,
+                        extra=("--workers", "2"))
+    try:
+        assert httpx.get(f"{proxy.url}/v2/library/demo/manifests/dev").status_code == 403
+        time.sleep(0.5)
+        log = proxy.service.log_tail()
+    finally:
+        proxy.stop()
+    assert " WARNING pullgate: refused GET /v2/library/demo/manifests/dev: remote trust data does not exist" in log
