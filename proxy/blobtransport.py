@@ -29,6 +29,8 @@ MAX_HEADERS = 200
 MAX_CHUNK_LINE = 4096
 MAX_OTHER_BODY = 64 << 10
 MAX_INTERIM = 5
+MANY_CHUNKS = 4096
+SMALL_CHUNK = 256
 MIN_PIECE = 64 << 10
 MAX_PIECE = 4 << 20
 PIECE_BUDGET = 16 << 20
@@ -271,11 +273,16 @@ class _Body(httpx.AsyncByteStream):
 
     async def _chunked(self) -> AsyncIterator[bytes | bytearray]:
         connection = self.connection
+        chunks = received = 0
         while True:
             size_text = (await connection.line()).split(b";", 1)[0].strip()
             if not size_text or len(size_text) > 16 or any(c not in b"0123456789abcdefABCDEF" for c in size_text):
                 raise httpx.RemoteProtocolError(f"bad chunk size {size_text[:20]!r}")
             left = int(size_text, 16)
+            chunks, received = chunks + 1, received + left
+            if chunks > MANY_CHUNKS and received < chunks * SMALL_CHUNK:  # each costs Python steps: not for bytes
+                raise httpx.RemoteProtocolError(f"more than {MANY_CHUNKS} chunks of under {SMALL_CHUNK} bytes "
+                                                "on average")
             if left == 0:
                 trailers = 0
                 while trailer := await connection.line():  # up to the empty line

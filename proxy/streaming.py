@@ -24,6 +24,7 @@ from proxy.hashing import StreamDigest
 from proxy.httpclient import describe
 
 log = logging.getLogger("pullgate.stream")
+SEND_SLICE = 256 << 10
 _RANGE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})\Z", re.IGNORECASE)
 
 
@@ -145,15 +146,19 @@ class VerifiedBlobResponse(Response):
         await self._send_piece(send, held or b"", more=False)
 
     async def _send_piece(self, send: Send, piece: bytes | bytearray, more: bool) -> None:
-        """Send a piece; a client that has not taken the one before within the send timeout is dropped.
-
-        (The server waits for the previous piece to drain before it takes the next.)
-        """
-        try:
-            async with asyncio.timeout(self.send_timeout):
-                await send({"type": "http.response.body", "body": piece, "more_body": more})
-        except TimeoutError:
-            raise StreamAborted(f"the client took no piece within {self.send_timeout:g}s") from None
+        """Send a piece in slices of ``SEND_SLICE``; a client that takes none within the send timeout
+        is dropped. (The server waits for what it was given before to drain before it takes more, so
+        the timeout bounds the time a client takes for one slice, whatever the piece size.)"""
+        view = memoryview(piece)  # slices without copies; the buffer stays held while any is alive
+        for start in range(0, max(len(view), 1), SEND_SLICE):
+            end = start + SEND_SLICE
+            try:
+                async with asyncio.timeout(self.send_timeout):
+                    await send({"type": "http.response.body", "body": view[start:end],
+                                "more_body": more or end < len(view)})
+            except TimeoutError:
+                raise StreamAborted(f"the client took no {SEND_SLICE >> 10} KiB "
+                                    f"within {self.send_timeout:g}s") from None
 
     async def _cancel_on_disconnect(self, receive: Receive, scope: anyio.CancelScope) -> None:
         """A client that goes away stops the upstream download with it.

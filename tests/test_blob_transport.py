@@ -340,3 +340,9 @@ def test_transfer_encodings_other_than_chunked_alone_are_refused() -> None:
     with pytest.raises(httpx.RemoteProtocolError, match="unsupported Transfer-Encoding"):
         fetch(answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n\r\n",
                      b"1\r\na\r\n0\r\n\r\n"))
+
+
+def test_a_flood_of_tiny_chunks_is_refused() -> None:
+    """Each chunk costs Python steps: more than 4096 of under 256 bytes on average is no way to send a blob."""
+    with pytest.raises(httpx.RemoteProtocolError, match="more than 4096 chunks of under 256 bytes"):
+        fetch_within(10, answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"1\r\nX\r\n" * 5000))

@@ -468,7 +468,30 @@ def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(sandbox: 
     finally:
         proxy.stop()
     assert received < len(blob), "the stalled client was cut off, not served in full"
-    assert f"aborted blob {digest}: the client took no piece within 1s" in log
+    assert f"aborted blob {digest}: the client took no 256 KiB within 1s" in log
+
+
+def test_a_slow_but_steady_client_gets_the_whole_blob(sandbox: Sandbox, tmp_path: Path) -> None:
+    """The send timeout bounds a slice of 256 KiB, not a piece of 4 MiB: at about 2 MiB/s a slice takes
+    an eighth of the 1 s allowed, a piece two seconds."""
+    blob = os.urandom(9 << 20)
+    digest = upload_blob(sandbox.registry.url, "library/bigblob", blob)
+    config = _open_blobs(tmp_path, "timeouts:\n  client_send: 1\n")
+    proxy = start_proxy(tmp_path, sandbox.registry.url, sandbox.notary.url, sandbox.ca.ca_cert,
+                        extra=("--config", str(config)))
+    host, port = proxy.url.removeprefix("http://").rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=20) as connection:
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 10)
+            connection.sendall(f"GET /v2/library/bigblob/blobs/{digest} HTTP/1.1\r\nHost: x\r\n"
+                               "Connection: close\r\n\r\n".encode())
+            received = b""
+            while chunk := connection.recv(16 << 10):
+                received += chunk
+                time.sleep(0.008)  # about 2 MiB/s
+    finally:
+        proxy.stop()
+    assert received.partition(b"\r\n\r\n")[2] == blob
 
 
 def test_an_unfinished_header_is_431_before_it_grows(quick_head_proxy: Proxy) -> None:
