@@ -104,7 +104,7 @@ class Config:
     trust_timeout: float
     upstream_timeout: float
     client_head_timeout: float = 30.0
-    client_send_timeout: float = 300.0
+    client_send_timeout: float = 60.0
     tls: TLSConfig | None = None
     client_auth: ClientAuthConfig | None = None
 
@@ -227,7 +227,7 @@ def build(document: dict[str, Any], overrides: dict[str, Any]) -> Config:
         trust_timeout=_number(timeouts.get("trust", 10), "timeouts.trust", 0.1, 3600),
         upstream_timeout=_number(timeouts.get("upstream", 30), "timeouts.upstream", 0.1, 3600),
         client_head_timeout=_number(timeouts.get("client_head", 30), "timeouts.client_head", 0.1, 3600),
-        client_send_timeout=_number(timeouts.get("client_send", 300), "timeouts.client_send", 0.1, 86400),
+        client_send_timeout=_number(timeouts.get("client_send", 60), "timeouts.client_send", 0.1, 86400),
         tls=_tls(_section(document, "tls", {"cert", "key", "client_ca"})),
         client_auth=_client_auth(_section(document, "auth", {"htpasswd", "realm"})),
     )
