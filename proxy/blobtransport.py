@@ -10,7 +10,7 @@ stays httpx's: auth flows, redirects and the Authorization header they drop
 across hosts, the request and response objects.
 
 The size of a piece comes from a budget shared by the bodies being read, so
-100 concurrent downloads hold about as much memory as one.
+the buffers of many concurrent downloads stay within a few times that budget.
 """
 
 from __future__ import annotations
