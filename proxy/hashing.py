@@ -38,6 +38,8 @@ def _settle(done: "asyncio.Future[None]") -> None:
 
 def _ensure_worker() -> None:
     global _worker
+    if _worker is not None:  # the common case, without the lock
+        return
     with _started:
         if _worker is None:
             _worker = threading.Thread(target=_work, name="pullgate-sha256", daemon=True)

@@ -345,11 +345,19 @@ def quick_head_proxy(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory)
     running.stop()
 
 
+def _connect(proxy: Proxy, timeout: float, receive_buffer: int | None = None) -> socket.socket:
+    """A plain socket to the proxy; a small ``receive_buffer`` makes a reader that stops felt at once."""
+    host, port = proxy.url.removeprefix("http://").rsplit(":", 1)
+    connection = socket.create_connection((host, int(port)), timeout=timeout)
+    if receive_buffer is not None:
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    return connection
+
+
 def _raw(proxy: Proxy, data: bytes, wait: float = 10.0) -> tuple[bytes, float]:
     """Send ``data`` on a fresh connection; all the proxy answers until it closes, and how long that took."""
-    host, port = proxy.url.removeprefix("http://").rsplit(":", 1)
     started = time.monotonic()
-    with socket.create_connection((host, int(port)), timeout=wait) as connection:
+    with _connect(proxy, wait) as connection:
         connection.sendall(data)
         received = b""
         while chunk := connection.recv(65536):
@@ -398,6 +406,15 @@ def _open_blobs(tmp_path: Path, extra: str = "") -> Path:
     config = tmp_path / "open.yaml"
     config.write_text("trust:\n  blobs: open\n" + extra)
     return config
+
+
+def _serving_a_blob(sandbox: Sandbox, tmp_path: Path, size: int, settings: str) -> tuple[bytes, str, Proxy]:
+    """A random blob of ``size`` bytes in the registry, and a proxy with open blobs and ``settings``."""
+    blob = os.urandom(size)
+    digest = upload_blob(sandbox.registry.url, "library/bigblob", blob)
+    proxy = start_proxy(tmp_path, sandbox.registry.url, sandbox.notary.url, sandbox.ca.ca_cert,
+                        extra=("--config", str(_open_blobs(tmp_path, settings))))
+    return blob, digest, proxy
 
 
 def test_a_blob_announced_empty_under_another_digest_is_refused(sandbox: Sandbox, tmp_path: Path,
@@ -455,11 +472,9 @@ def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(sandbox: 
     config = _open_blobs(tmp_path, "timeouts:\n  client_send: 0.2\n")
     proxy = fronted(sandbox, tmp_path, registry_front, None, "--config", str(config))
     path = f"/v2/library/bigblob/blobs/{digest}"
-    host, port = proxy.url.removeprefix("http://").rsplit(":", 1)
     try:
-        with socket.create_connection((host, int(port)), timeout=20) as connection:
-            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
-            connection.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        with _connect(proxy, 20, 64 << 10) as connection:
+            connection.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             received = len(connection.recv(65536))
             time.sleep(4)  # reads nothing meanwhile
             while chunk := connection.recv(1 << 20):
@@ -474,15 +489,9 @@ def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(sandbox: 
 def test_a_slow_but_steady_client_gets_the_whole_blob(sandbox: Sandbox, tmp_path: Path) -> None:
     """The send timeout is allowed per 256 KiB, not per piece of 4 MiB: at about 2 MiB/s, 256 KiB
     take an eighth of the 1 s allowed, a piece two seconds."""
-    blob = os.urandom(9 << 20)
-    digest = upload_blob(sandbox.registry.url, "library/bigblob", blob)
-    config = _open_blobs(tmp_path, "timeouts:\n  client_send: 1\n")
-    proxy = start_proxy(tmp_path, sandbox.registry.url, sandbox.notary.url, sandbox.ca.ca_cert,
-                        extra=("--config", str(config)))
-    host, port = proxy.url.removeprefix("http://").rsplit(":", 1)
+    blob, digest, proxy = _serving_a_blob(sandbox, tmp_path, 9 << 20, "timeouts:\n  client_send: 1\n")
     try:
-        with socket.create_connection((host, int(port)), timeout=20) as connection:
-            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 10)
+        with _connect(proxy, 20, 32 << 10) as connection:
             connection.sendall(f"GET /v2/library/bigblob/blobs/{digest} HTTP/1.1\r\nHost: x\r\n"
                                "Connection: close\r\n\r\n".encode())
             received = b""
@@ -504,10 +513,9 @@ def test_an_unfinished_header_is_431_before_it_grows(quick_head_proxy: Proxy) ->
 
 def _keep_sending(proxy: Proxy, first: bytes, then: bytes, every: float, limit: float) -> tuple[bytes, float]:
     """Send ``first``, then ``then`` every ``every`` seconds until the proxy closes (or ``limit``)."""
-    host, port = proxy.url.removeprefix("http://").rsplit(":", 1)
     started = time.monotonic()
     received = b""
-    with socket.create_connection((host, int(port)), timeout=every) as connection:
+    with _connect(proxy, every) as connection:
         connection.sendall(first)
         while time.monotonic() - started < limit:
             try:
@@ -552,15 +560,9 @@ def test_an_upgrade_request_is_answered_as_plain_http(quick_head_proxy: Proxy) -
 
 def test_a_pipelined_head_overdue_while_a_blob_streams_never_lands_inside_it(sandbox: Sandbox,
                                                                              tmp_path: Path) -> None:
-    blob = os.urandom(8 << 20)
-    digest = upload_blob(sandbox.registry.url, "library/bigblob", blob)
-    config = _open_blobs(tmp_path, "timeouts:\n  client_head: 1\n")
-    proxy = start_proxy(tmp_path, sandbox.registry.url, sandbox.notary.url, sandbox.ca.ca_cert,
-                        extra=("--config", str(config)))
-    host, port = proxy.url.removeprefix("http://").rsplit(":", 1)
+    blob, digest, proxy = _serving_a_blob(sandbox, tmp_path, 8 << 20, "timeouts:\n  client_head: 1\n")
     try:
-        with socket.create_connection((host, int(port)), timeout=20) as connection:
-            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        with _connect(proxy, 20, 64 << 10) as connection:
             connection.sendall(f"GET /v2/library/bigblob/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n"
                                "GET /v2/ HTTP/1.1\r\nHo".encode())
             received = connection.recv(65536)
