@@ -127,7 +127,7 @@ class _Reader(asyncio.BufferedProtocol):
             return self._filled
         finally:
             self._pause()
-            self._buffer.release()  # the caller may trim the buffer, which no view may pin
+            self._buffer.release()  # no view of ours keeps the buffer counted as held
             self._buffer, self._waiter = memoryview(bytearray(0)), None
 
 
@@ -227,6 +227,7 @@ class _Connection:
             raise httpx.ReadError(str(self.reader.error) or type(self.reader.error).__name__)
 
     def send(self, data: bytes) -> None:
+        """Write ``data``; a request head is small, so the transport's own buffer takes it whole."""
         if self.reader.transport is not None:
             self.reader.transport.write(data)
 
@@ -314,10 +315,12 @@ class BlobTransport(httpx.AsyncBaseTransport):
         self.budget = budget or PieceBudget()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method not in ("GET", "HEAD"):  # blobs and token realms: no request body to frame
+            raise httpx.UnsupportedProtocol(f"the blob transport sends GET and HEAD only, not {request.method}")
         timeouts: dict[str, Any] = request.extensions.get("timeout", {})
         connection = await self._connect(request.url, timeouts.get("connect"), timeouts.get("read"))
         try:
-            connection.send(self._head(request) + await request.aread())
+            connection.send(self._head(request))
             for _ in range(MAX_INTERIM + 1):  # interim answers (100 Continue, 103 Early Hints) come first
                 status, reason, headers = await self._response_head(connection)
                 if not 100 <= status < 200:
@@ -353,8 +356,7 @@ class BlobTransport(httpx.AsyncBaseTransport):
     def _head(request: httpx.Request) -> bytes:
         target = request.url.raw_path
         lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), target)]
-        lines += [b"%s: %s" % (name, value) for name, value in request.headers.raw
-                  if name.lower() not in (b"connection", b"transfer-encoding")]
+        lines += [b"%s: %s" % (name, value) for name, value in request.headers.raw if name.lower() != b"connection"]
         lines.append(b"Connection: close")
         return b"\r\n".join(lines) + b"\r\n\r\n"
 

@@ -99,8 +99,12 @@ def listen_problem(listen: Listen) -> str | None:
     return None
 
 
-def configure_logging(log_level: str) -> None:
-    """pullgate's log format and levels, in the serving process and in each worker."""
+def prepare_process(config: Config, log_level: str) -> None:
+    """What every serving process sets before it serves: the one process, or each worker
+    (a worker gets uvicorn's protocol class by name only, so its settings are set here)."""
+    from proxy.server import GuardedHttpTools
+
+    GuardedHttpTools.head_timeout = config.client_head_timeout
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.DEBUG if log_level == "debug" else logging.WARNING)
     if log_level != "debug":
@@ -117,7 +121,7 @@ def serve(config: Config, log_level: str, workers: int = 1) -> int:
     if problem:
         print(f"pullgate: listen: cannot listen on {config.listen}: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    configure_logging(log_level)
+    prepare_process(config, log_level)
     scheme = "https" if config.tls else "http"
     if config.client_auth:
         logging.getLogger("pullgate").info("clients log in: basic auth against %s", config.client_auth.htpasswd)
@@ -128,7 +132,6 @@ def serve(config: Config, log_level: str, workers: int = 1) -> int:
         )
     # several workers each build the app from the settings handed down in the environment
     app = "proxy.cli:app_from_environment" if workers > 1 else create_app(config)
-    GuardedHttpTools.head_timeout = config.client_head_timeout
     tls = config.tls
     # The stdlib event loop, not uvloop: measured with 100 concurrent layer pulls, uvloop reads ahead
     # from the registry faster than clients take the bytes (peak RSS 390 MiB against 90 MiB), for a
@@ -146,13 +149,11 @@ def serve(config: Config, log_level: str, workers: int = 1) -> int:
 def app_from_environment() -> Any:
     """The app of one worker process, from the settings ``serve`` validated and handed down."""
     from proxy.app import create_app
-    from proxy.server import GuardedHttpTools
 
     settings = json.loads(os.environ[SETTINGS_VARIABLE])
-    configure_logging(settings["log_level"])
     path = Path(settings["config"]) if settings["config"] else None
     config = load(path, settings["overrides"])
-    GuardedHttpTools.head_timeout = config.client_head_timeout  # the class comes to a worker as a name only
+    prepare_process(config, settings["log_level"])
     return create_app(config)
 
 

@@ -103,8 +103,8 @@ class Config:
     manifest_cache_bytes: int
     trust_timeout: float
     upstream_timeout: float
-    client_head_timeout: float = 30.0
-    client_send_timeout: float = 60.0
+    client_head_timeout: float
+    client_send_timeout: float
     tls: TLSConfig | None = None
     client_auth: ClientAuthConfig | None = None
 

@@ -84,7 +84,7 @@ class VerifiedBlobResponse(Response):
     """
 
     def __init__(self, upstream: httpx.Response, digest: str, size: int, window: Window | None,
-                 headers: dict[str, str], head: bool, send_timeout: float = 60.0) -> None:
+                 headers: dict[str, str], head: bool, send_timeout: float) -> None:
         self.background = None
         self.upstream = upstream
         self.digest = digest
@@ -124,7 +124,7 @@ class VerifiedBlobResponse(Response):
         """Hash everything, send the window, hold the last piece until the digest is known."""
         hashed = StreamDigest()
         start, end = (self.window.start, self.window.end + 1) if self.window else (0, self.size)
-        held: bytes | None = None
+        held: bytes | bytearray | None = None
         offset = 0
         async for chunk in self.upstream.aiter_raw():
             if offset + len(chunk) > self.size:

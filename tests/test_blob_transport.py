@@ -346,3 +346,12 @@ def test_a_flood_of_tiny_chunks_is_refused() -> None:
     """Each chunk costs Python steps: more than 4096 of under 256 bytes on average is no way to send a blob."""
     with pytest.raises(httpx.RemoteProtocolError, match="more than 4096 chunks of under 256 bytes"):
         fetch_within(10, answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"1\r\nX\r\n" * 5000))
+
+
+def test_only_requests_without_a_body_are_sent() -> None:
+    async def run() -> None:
+        async with httpx.AsyncClient(transport=BlobTransport(ssl.create_default_context())) as client:
+            await client.post("http://127.0.0.1:9/v2/x/blobs/uploads/", content=b"data")
+
+    with pytest.raises(httpx.UnsupportedProtocol, match="GET and HEAD only, not POST"):
+        asyncio.run(run())
