@@ -143,8 +143,12 @@ def test_snapshot_from_an_older_publish_is_mix_and_match(gate: Proxy, sandbox: S
     old_snapshot = fetch(sandbox, repo.gun, "snapshot.json")
     sandbox.notary_cli.addhash(repo.gun, "v2", repo.length, repo.digest, [DELEGATION_ROLE])
     sandbox.notary_cli.publish(repo.gun)
+    signed_length = json.loads(fetch(sandbox, repo.gun, "timestamp.json"))["signed"]["meta"]["snapshot"]["length"]
     front.faults[f"/v2/{repo.gun}/_trust/tuf/snapshot."] = Fault(body=old_snapshot)
-    assert check_of(pull(gate, repo.name)) == ("snapshot", "hash")
+    # notary drops trailing zeros from expiry nanoseconds, so the older snapshot may be longer
+    # than the length the new timestamp signs: its download is then cut off at that bound.
+    expected = "length" if len(old_snapshot) > signed_length else "hash"
+    assert check_of(pull(gate, repo.name)) == ("snapshot", expected)
 
 
 def test_oversized_timestamp_is_cut_off_at_its_bound(gate: Proxy, front: FaultServer, repo: Signed) -> None:
