@@ -150,21 +150,21 @@ class Gate:
                 return
 
     async def _verified(self, name: str, digest: str, length: int, client_accept: Sequence[str]) -> Manifest:
+        """The manifest ``digest``, whose signed ``length`` is checked on every call: a cached
+        manifest matches its digest, but each signature that names it gives a length of its own."""
         cached = self._manifests.get((name, digest))
-        if cached is not None:
-            return cached
-        return await self._fetches.run((name, digest), lambda: self._fetch(name, digest, length, client_accept))
+        if cached is None:
+            return await self._fetches.run((name, digest, length),
+                                           lambda: self._fetch(name, digest, length, client_accept))
+        if len(cached.body) != length:
+            raise self._mismatch(digest, length, digest, len(cached.body))
+        return cached
 
     async def _fetch(self, name: str, digest: str, length: int, client_accept: Sequence[str]) -> Manifest:
         fetched = await self.upstream.manifest(name, digest, client_accept, bound=length)
         actual = "sha256:" + hashlib.sha256(fetched.body).hexdigest()
         if actual != digest or len(fetched.body) != length:
-            raise RegistryError(
-                502, "MANIFEST_INVALID",
-                f"upstream registry {self.upstream.host} sent manifest bytes that do not match the signed "
-                f"digest and length: expected {digest} ({length} bytes), got {actual} ({len(fetched.body)} bytes)",
-                {"digest": digest},
-            )
+            raise self._mismatch(digest, length, actual, len(fetched.body))
         media_type, references = read_manifest(fetched.body)
         manifest = Manifest(digest=digest, body=fetched.body,
                             content_type=media_type or _content_type(fetched.content_type, references),
@@ -173,6 +173,14 @@ class Gate:
         if len(manifest.body) <= self._manifests.maxsize:
             self._manifests[(name, digest)] = manifest
         return manifest
+
+    def _mismatch(self, digest: str, length: int, actual: str, actual_length: int) -> RegistryError:
+        return RegistryError(
+            502, "MANIFEST_INVALID",
+            f"upstream registry {self.upstream.host} sent manifest bytes that do not match the signed "
+            f"digest and length: expected {digest} ({length} bytes), got {actual} ({actual_length} bytes)",
+            {"digest": digest},
+        )
 
     def _remember(self, name: str, manifest: Manifest) -> None:
         self._references[(name, manifest.digest)] = manifest.references

@@ -151,6 +151,22 @@ def test_snapshot_from_an_older_publish_is_mix_and_match(gate: Proxy, sandbox: S
     assert check_of(pull(gate, repo.name)) == ("snapshot", expected)
 
 
+@pytest.mark.parametrize("wrong", [-10, 10], ids=["shorter", "longer"])
+def test_a_wrong_signed_length_is_refused_whether_or_not_the_manifest_is_cached(
+        gate: Proxy, sandbox: Sandbox, repo: Signed, wrong: int) -> None:
+    sandbox.notary_cli.addhash(repo.gun, "bad", repo.length + wrong, repo.digest, [DELEGATION_ROLE])
+    sandbox.notary_cli.publish(repo.gun)
+    cold = pull(gate, repo.name, "bad")
+    assert pull(gate, repo.name).status_code == 200  # the same digest, rightly signed, is now cached
+    warm = pull(gate, repo.name, "bad")
+    for response in (cold, warm):
+        assert response.status_code == 502
+        assert response.json()["errors"][0]["code"] == "MANIFEST_INVALID"
+        assert "schemaVersion" not in response.text
+    assert f"expected {repo.digest} ({repo.length + wrong} bytes), got {repo.digest} ({repo.length} bytes)" in \
+        warm.json()["errors"][0]["message"]
+
+
 def test_oversized_timestamp_is_cut_off_at_its_bound(gate: Proxy, front: FaultServer, repo: Signed) -> None:
     front.faults[tuf_path(repo.gun, "timestamp.json")] = Fault(body=b"{" + b" " * (2 << 20) + b"}")
     response = pull(gate, repo.name)
