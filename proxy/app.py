@@ -24,7 +24,7 @@ from proxy.config import Config
 from proxy.errors import RegistryError, from_trust_error
 from proxy.names import RegistryPath, parse_path
 from proxy.routing import Routed, Router, open_router
-from proxy.streaming import VerifiedBlobResponse, parse_range
+from proxy.streaming import VerifiedBlobResponse, requested_window
 from proxy.trust.errors import TrustError
 
 log = logging.getLogger("pullgate")
@@ -153,11 +153,13 @@ async def blob(routed: Routed, request: Request, path: RegistryPath, head: bool)
     upstream = await services.upstream.open_blob(name, digest, "HEAD" if head else "GET")
     try:
         size = blob_length(upstream, digest, signed_size, services.upstream.host)
-        window = None if head else parse_range(request.headers.get("range"), size)
+        etag = f'"{digest}"'
+        window = None if head else requested_window(request.headers.get("range"), request.headers.get("if-range"),
+                                                     etag, size)
     except BaseException:
         await upstream.aclose()  # an open stream left behind would hold a pool connection for good
         raise
-    headers = {"Content-Type": "application/octet-stream", "Docker-Content-Digest": digest}
+    headers = {"Content-Type": "application/octet-stream", "Docker-Content-Digest": digest, "ETag": etag}
     return VerifiedBlobResponse(upstream, digest, size, window, headers, head, request.app.state.send_timeout)
 
 

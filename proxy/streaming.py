@@ -25,7 +25,8 @@ from proxy.httpclient import describe
 
 log = logging.getLogger("pullgate.stream")
 RATE_UNIT = 256 << 10
-_RANGE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})\Z", re.IGNORECASE)
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)\Z", re.IGNORECASE)
+_BEYOND_ANY_BLOB = 10 ** 20  # a position of more digits than this says nothing more
 
 
 class StreamAborted(Exception):
@@ -45,31 +46,44 @@ class Window:
         return f"bytes {self.start}-{self.end}/{self.size}"
 
 
+def requested_window(range_header: str | None, if_range: str | None, etag: str, size: int) -> Window | None:
+    """The range a GET asks for. ``If-Range`` with anything but the blob's own strong ETag (a
+    date too: a blob has no Last-Modified) means the client's copy is another one, so HTTP
+    requires the whole blob."""
+    if if_range is not None and if_range.strip(" \t") != etag:
+        return None
+    return parse_range(range_header, size)
+
+
 def parse_range(header: str | None, size: int) -> Window | None:
-    """One ``bytes=`` range; None for no header or a form this ignores (several ranges, an
-    invalid range, numbers of more than 19 digits), which HTTP lets a server answer whole.
+    """One ``bytes=`` range; None for no header or a form this ignores (several ranges, or
+    an invalid one: HTTP lets a server answer those whole, which is never the wrong bytes).
 
     An unsatisfiable range is a 416 error, as HTTP asks.
     """
     if header is None:
         return None
-    match = _RANGE.match("".join(header.split()))
+    match = _RANGE.match(header.strip(" \t"))  # no whitespace inside a range: "bytes=1 0-20" is invalid
     if match is None or (not match.group(1) and not match.group(2)):
         return None
-    first, last = match.group(1), match.group(2)
-    if first:
-        start = int(first)
-        if last and int(last) < start:
-            return None
-        end = min(int(last), size - 1) if last else size - 1
-        if start >= size:
+    first, last = _position(match.group(1)), _position(match.group(2))
+    if first is None:  # a suffix: the last ``last`` bytes, or all of a shorter blob
+        if not last or size == 0:
             raise _unsatisfiable(header, size)
-    else:
-        suffix = int(last)
-        if suffix == 0 or size == 0:
-            raise _unsatisfiable(header, size)
-        start, end = max(size - suffix, 0), size - 1
-    return Window(start=start, end=end, size=size)
+        return Window(start=max(size - last, 0), end=size - 1, size=size)
+    if last is not None and last < first:
+        return None
+    if first >= size:
+        raise _unsatisfiable(header, size)
+    return Window(start=first, end=size - 1 if last is None else min(last, size - 1), size=size)
+
+
+def _position(digits: str) -> int | None:
+    """A byte position; one too long to read is past the end of any blob, and still a position."""
+    if not digits:
+        return None
+    significant = digits.lstrip("0") or "0"
+    return int(significant) if len(significant) < 20 else _BEYOND_ANY_BLOB
 
 
 def _unsatisfiable(header: str, size: int) -> RegistryError:

@@ -331,7 +331,9 @@ def test_open_blobs_setting_skips_the_reference_check(sandbox: Sandbox, tmp_path
 
 
 @pytest.mark.parametrize("header, start, end", [("bytes=0-9", 0, 9), ("bytes=10-", 10, None),
-                                                 ("bytes=-7", None, None), ("bytes=5-100000", 5, None)])
+                                                 ("bytes=-7", None, None), ("bytes=5-100000", 5, None),
+                                                 ("bytes=5-" + "9" * 5000, 5, None), ("bytes=-" + "1" * 5000, 0, None),
+                                                 ("bytes=" + "0" * 30 + "3-4", 3, 4)])
 def test_range_is_206_with_the_right_bytes(proxy: Proxy, sandbox: Sandbox, header: str, start: int | None,
                                            end: int | None) -> None:
     digest, size = layer_of(sandbox, "demo:v1")
@@ -346,7 +348,7 @@ def test_range_is_206_with_the_right_bytes(proxy: Proxy, sandbox: Sandbox, heade
     assert response.content == whole[first:last + 1]
 
 
-@pytest.mark.parametrize("header", ["bytes=100000-", "bytes=-0"])
+@pytest.mark.parametrize("header", ["bytes=100000-", "bytes=-0", "bytes=" + "9" * 5000 + "-"])
 def test_unsatisfiable_range_is_416(proxy: Proxy, sandbox: Sandbox, header: str) -> None:
     digest, size = layer_of(sandbox, "demo:v1")
     response = get(proxy, f"/v2/library/demo/blobs/{digest}", headers={"Range": header})
@@ -355,13 +357,27 @@ def test_unsatisfiable_range_is_416(proxy: Proxy, sandbox: Sandbox, header: str)
     assert error_of(response)["detail"]["size"] == size
 
 
-@pytest.mark.parametrize("header", ["bytes=0-1,4-5", "bytes=9-3", "items=0-1", "bytes=-" + "1" * 5000,
-                                    "bytes=" + "9" * 5000 + "-"])
+@pytest.mark.parametrize("header", ["bytes=0-1,4-5", "bytes=9-3", "items=0-1", "bytes=1 0-20", "bytes = 0-1",
+                                    "bytes=0x1-2"])
 def test_ranges_this_ignores_are_answered_whole(proxy: Proxy, sandbox: Sandbox, header: str) -> None:
     digest, size = layer_of(sandbox, "demo:v1")
     for _ in range(3):  # each answer closes its upstream stream: none is left holding a connection
         response = get(proxy, f"/v2/library/demo/blobs/{digest}", headers={"Range": header})
         assert response.status_code == 200 and len(response.content) == size
+
+
+@pytest.mark.parametrize("if_range, partial", [(None, True), ("{etag}", True),
+                                                ('"sha256:{other}"', False), ("W/{etag}", False),
+                                                ("Thu, 03 Dec 2026 12:00:00 GMT", False)])
+def test_if_range_keeps_the_range_only_for_this_blob_s_etag(proxy: Proxy, sandbox: Sandbox, if_range: str | None,
+                                                            partial: bool) -> None:
+    digest, size = layer_of(sandbox, "demo:v1")
+    headers = {"Range": "bytes=0-4"}
+    if if_range is not None:
+        headers["If-Range"] = if_range.format(etag=f'"{digest}"', other="0" * 64)
+    response = get(proxy, f"/v2/library/demo/blobs/{digest}", headers=headers)
+    assert response.headers["etag"] == f'"{digest}"'
+    assert (response.status_code, len(response.content)) == ((206, 5) if partial else (200, size))
 
 
 def test_range_unit_is_case_insensitive(proxy: Proxy, sandbox: Sandbox) -> None:
