@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.clientauth import ClientAuth
 from proxy.config import Config
-from proxy.errors import RegistryError, from_trust_error
+from proxy.errors import API_VERSION, RegistryError, from_trust_error
 from proxy.names import RegistryPath, parse_path
 from proxy.routing import Routed, Router, open_router
 from proxy.streaming import VerifiedBlobResponse, requested_window
@@ -29,12 +29,21 @@ from proxy.trust.errors import TrustError
 
 log = logging.getLogger("pullgate")
 
-API_VERSION = (b"docker-distribution-api-version", b"registry/2.0")
+API_VERSION_FIELD = (API_VERSION[0].lower().encode(), API_VERSION[1].encode())
 READ_METHODS = ("GET", "HEAD")
 DEFAULT_PAGE = 1000
 MAX_PAGE = 100_000
 PAGE_SIZE = re.compile(r"(?:0|[1-9][0-9]{0,4}|100000)\Z")
 EMPTY_DIGEST = "sha256:" + hashlib.sha256(b"").hexdigest()
+
+
+_CONTROLS = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F]}
+
+
+def shown_path(request: Request) -> str:
+    """The path the client asked for, percent-decoded, control characters written out: so a
+    message or log line names it truly (``request.url`` drops CR, LF and tab) and on one line."""
+    return str(request.scope["path"]).translate(_CONTROLS)
 
 
 class ApiVersionHeader:
@@ -50,7 +59,7 @@ class ApiVersionHeader:
 
         async def send_with_header(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), API_VERSION]
+                message["headers"] = [*message.get("headers", []), API_VERSION_FIELD]
             await send(message)
 
         await self.app(scope, receive, send_with_header)
@@ -103,13 +112,13 @@ async def dispatch(request: Request) -> Response:
         await authenticate(request)
         if request.method not in READ_METHODS:
             raise RegistryError(405, "UNSUPPORTED",
-                                f"pullgate is read-only: {request.method} on {request.url.path} is not allowed; "
+                                f"pullgate is read-only: {request.method} on {shown_path(request)} is not allowed; "
                                 "push to the upstream registry directly", {"method": request.method},
                                 headers={"Allow": "GET, HEAD"})
-        path = parse_path(request.path_params["rest"])
+        path = parse_path(request.scope["path"].removeprefix("/v2/"))
         if path is None:
-            raise RegistryError(404, "UNSUPPORTED", f"pullgate does not offer {request.url.path}",
-                                {"path": request.url.path})
+            raise RegistryError(404, "UNSUPPORTED", f"pullgate does not offer {shown_path(request)}",
+                                {"path": shown_path(request)})
         router: Router = request.app.state.router
         routed = router.route(path.name, request.query_params.get("ns"))
         if path.kind == "manifests":
@@ -120,11 +129,11 @@ async def dispatch(request: Request) -> Response:
             response = await tags(routed, request, path)
     except RegistryError as exc:
         if exc.status >= 500:
-            log.warning("failed %s %s: %s", request.method, request.url.path, exc.message)
+            log.warning("failed %s %s: %s", request.method, shown_path(request), exc.message)
         response = exc.response(head)
     except TrustError as exc:
         error = from_trust_error(exc)
-        log.warning("refused %s %s: %s", request.method, request.url.path, error.message)
+        log.warning("refused %s %s: %s", request.method, shown_path(request), error.message)
         response = error.response(head)
     if routed is not None:
         response.headers["OCI-Namespace"] = routed.namespace
@@ -205,16 +214,16 @@ async def tags(routed: Routed, request: Request, path: RegistryPath) -> Response
 
 
 async def not_found(request: Request, exc: Exception) -> Response:
-    return RegistryError(404, "UNSUPPORTED", f"pullgate does not offer {request.url.path}",
-                         {"path": request.url.path}).response(request.method == "HEAD")
+    return RegistryError(404, "UNSUPPORTED", f"pullgate does not offer {shown_path(request)}",
+                         {"path": shown_path(request)}).response(request.method == "HEAD")
 
 
 async def method_not_allowed(request: Request, exc: Exception) -> Response:
-    return RegistryError(405, "UNSUPPORTED", f"{request.method} is not allowed on {request.url.path}",
+    return RegistryError(405, "UNSUPPORTED", f"{request.method} is not allowed on {shown_path(request)}",
                          {"method": request.method}, headers={"Allow": "GET, HEAD"}).response(request.method == "HEAD")
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:
-    log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    log.exception("internal error on %s %s", request.method, shown_path(request), exc_info=exc)
     return RegistryError(500, "UNKNOWN", f"internal error in pullgate: {type(exc).__name__}; see its log",
                          {}).response(request.method == "HEAD")

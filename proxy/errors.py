@@ -21,6 +21,9 @@ from proxy.trust.errors import (
 )
 from proxy.trust.store import StateError
 
+# carried by every answer, the connection-level refusals too: clients check it on /v2/
+API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
+
 
 class RegistryError(Exception):
     """A refusal with its HTTP status and registry error code."""

@@ -36,7 +36,7 @@ def parse_path(path: str) -> RegistryPath | None:
     if path.endswith("/tags/list"):
         return RegistryPath(_name(path[: -len("/tags/list")]), "tags", "")
     at, kind = max((path.rfind(f"/{kind}/"), kind) for kind in ("manifests", "blobs"))
-    if at < 0:
+    if at < 0 or (kind == "blobs" and path[at:].startswith("/blobs/uploads/")):  # uploads: pushes are not offered
         return None
     return RegistryPath(_name(path[:at]), kind, _reference(kind, path[at + len(kind) + 2:]))
 

@@ -25,6 +25,8 @@ import logging
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from proxy.errors import API_VERSION
+
 MAX_HEAD_BYTES = 64 << 10
 MAX_RAW_HEAD_BYTES = MAX_HEAD_BYTES + (64 << 10)  # the raw count may include the end of the request before
 MAX_HEADERS = 256
@@ -42,6 +44,7 @@ def refusal(status: int, reason: str, message: str) -> bytes:
     """A whole HTTP/1.1 response carrying registry error JSON, closing the connection."""
     body = json.dumps({"errors": [{"code": "UNSUPPORTED", "message": message, "detail": {}}]}).encode()
     return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+            f"{API_VERSION[0]}: {API_VERSION[1]}\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode("ascii") + body
 
 

@@ -263,6 +263,10 @@ def test_blob_with_wrong_bytes_aborts_the_connection(gated: Proxy, sandbox: Sand
     ("GET", "/v2/library/demo/manifests/md5:abc", 400, "DIGEST_INVALID"),
     ("GET", "/v2/library/demo/blobs/sha512:" + "a" * 128, 400, "DIGEST_INVALID"),
     ("GET", "/elsewhere", 404, "UNSUPPORTED"),
+    ("GET", "/v2/library/demo/manifests/v1%0a", 400, "MANIFEST_INVALID"),
+    ("GET", "/v2/library/demo/blobs/sha256:" + "a" * 64 + "%0A", 400, "DIGEST_INVALID"),
+    ("GET", "/v2/library/demo/tags/list%0a", 404, "UNSUPPORTED"),
+    ("GET", "/v2/library/demo/blobs/uploads/abc", 404, "UNSUPPORTED"),
 ])
 def test_everything_else_is_registry_error_json(proxy: Proxy, method: str, path: str, status: int,
                                                 code: str) -> None:
@@ -270,6 +274,12 @@ def test_everything_else_is_registry_error_json(proxy: Proxy, method: str, path:
     assert response.status_code == status
     assert error_of(response)["code"] == code
     assert response.headers["docker-distribution-api-version"] == "registry/2.0"
+
+
+def test_a_path_is_named_as_sent_with_its_control_characters_written_out(proxy: Proxy) -> None:
+    response = get(proxy, "/v2/library/demo/tags/list%0d%0aX-Injected:%201")
+    assert error_of(response)["message"] == "pullgate does not offer /v2/library/demo/tags/list\\x0d\\x0aX-Injected: 1"
+    assert "x-injected" not in response.headers
 
 
 def test_check_command_resolves_like_notary_lookup(sandbox: Sandbox, tmp_path: Path) -> None:

@@ -381,6 +381,7 @@ def test_oversized_request_heads_are_431(quick_head_proxy: Proxy, head: bytes, c
     answer, _ = _raw(quick_head_proxy, head)
     status, headers, message = _error_json(answer)
     assert (status, headers["content-type"], message) == (431, "application/json", complaint)
+    assert headers["docker-distribution-api-version"] == "registry/2.0"
     assert answer.count(b"HTTP/1.1 ") == 1, "one answer only"
 
 
@@ -547,7 +548,8 @@ def test_a_malformed_request_is_error_json(quick_head_proxy: Proxy) -> None:
     answer, _ = _raw(quick_head_proxy, b"GET /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
                                        b"Transfer-Encoding: chunked\r\n\r\n")
     status, headers, message = _error_json(answer)
-    assert (status, headers["content-type"]) == (400, "application/json")
+    assert (status, headers["content-type"], headers["docker-distribution-api-version"]) == (
+        400, "application/json", "registry/2.0")
     assert message.startswith("invalid HTTP request")
 
 
