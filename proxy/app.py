@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from proxy.clientauth import ClientAuth
 from proxy.config import Config
 from proxy.errors import API_VERSION, RegistryError, from_trust_error
-from proxy.names import RegistryPath, parse_path
+from proxy.names import TAG, RegistryPath, parse_path
 from proxy.routing import Routed, Router, open_router
 from proxy.streaming import VerifiedBlobResponse, requested_window
 from proxy.trust.errors import TrustError
@@ -193,7 +193,7 @@ def blob_length(upstream: httpx.Response, digest: str, signed_size: int | None, 
 async def tags(routed: Routed, request: Request, path: RegistryPath) -> Response:
     """The signed tags only, from trust data, paginated with ``n`` and ``last``."""
     repository = await routed.services.gate.repository(routed.name)
-    names = sorted(repository.tags)
+    names = sorted(name for name in repository.tags if TAG.match(name))  # a target named "a/b" is no tag
     last = request.query_params.get("last")
     if last:
         names = [n for n in names if n > last]
