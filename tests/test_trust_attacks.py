@@ -168,8 +168,8 @@ def test_a_wrong_signed_length_is_refused_whether_or_not_the_manifest_is_cached(
 
 
 def test_signed_target_names_that_are_no_tags_are_not_listed(gate: Proxy, sandbox: Sandbox, repo: Signed) -> None:
-    for target in ("a/b", "x y>", "t" * 129, "v2"):
-        sandbox.notary_cli.addhash(repo.gun, target, repo.length, repo.digest, [DELEGATION_ROLE])
+    for name in ("a/b", "x y>", "t" * 129, "v2"):
+        sandbox.notary_cli.addhash(repo.gun, name, repo.length, repo.digest, [DELEGATION_ROLE])
     sandbox.notary_cli.publish(repo.gun)
     response = httpx.get(f"{gate.url}/v2/{repo.name}/tags/list", timeout=30)
     assert response.json() == {"name": repo.name, "tags": ["v1", "v2"]}
