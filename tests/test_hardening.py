@@ -8,7 +8,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -236,6 +236,30 @@ def test_corrupt_state_answers_503_naming_the_file(sandbox: Sandbox, tmp_path: P
         proxy.stop()
     assert response.status_code == 503
     assert "remove it to trust anew" in response.json()["errors"][0]["message"]
+
+
+@pytest.mark.parametrize("change", [
+    lambda state: {**state, "root": state["root"].replace('"expires"', '"expires "')},
+    lambda state: {**state, "versions": {**state["versions"], "root": 99}},
+], ids=["tampered-root", "raised-version"])
+def test_a_stored_root_that_fails_its_checks_is_a_state_error(sandbox: Sandbox, tmp_path: Path,
+                                                              change: Callable[[dict], dict]) -> None:
+    proxy = start_proxy(tmp_path, sandbox.registry.url, sandbox.notary.url, sandbox.ca.ca_cert)
+    try:
+        assert httpx.get(f"{proxy.url}/v2/library/demo/manifests/v1").status_code == 200
+    finally:
+        proxy.stop()
+    path = TrustStore(proxy.state_dir).path(sandbox.gun("library/demo"))
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+    proxy = start_proxy(tmp_path, sandbox.registry.url, sandbox.notary.url, sandbox.ca.ca_cert)
+    try:
+        response = httpx.get(f"{proxy.url}/v2/library/demo/manifests/v1")
+    finally:
+        proxy.stop()
+    assert response.status_code == 503
+    message = response.json()["errors"][0]["message"]
+    assert message.startswith(f"trusted state {path} holds a root that fails its own checks (")
+    assert message.endswith("); remove it to trust anew")
 
 
 # -- settings ------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from proxy.trust.store import TrustStore
 from tests.faults import Fault, FaultServer
 from tests.realenv.images import manifest_info, push
 from tests.realenv.pullgate import Proxy, start_proxy
@@ -173,6 +175,18 @@ def test_signed_target_names_that_are_no_tags_are_not_listed(gate: Proxy, sandbo
     sandbox.notary_cli.publish(repo.gun)
     response = httpx.get(f"{gate.url}/v2/{repo.name}/tags/list", timeout=30)
     assert response.json() == {"name": repo.name, "tags": ["v1", "v2"]}
+
+
+def test_state_removed_while_running_is_refused_not_trusted_anew(gate: Proxy, sandbox: Sandbox, repo: Signed) -> None:
+    assert pull(gate, repo.name).status_code == 200
+    shutil.rmtree(gate.state_dir)
+    sandbox.notary_cli.addhash(repo.gun, "v2", repo.length, repo.digest, [DELEGATION_ROLE])
+    sandbox.notary_cli.publish(repo.gun)  # a new timestamp: the next pull walks from the trusted root
+    response = pull(gate, repo.name)
+    assert refusal(response, 503)["message"] == (
+        f"trusted state {TrustStore(gate.state_dir).path(repo.gun)} has vanished since pullgate read it; "
+        "restore it, or restart pullgate to trust this GUN anew")
+    assert not (gate.state_dir / "trust").exists(), "nothing was trusted on first use again"
 
 
 def test_oversized_timestamp_is_cut_off_at_its_bound(gate: Proxy, front: FaultServer, repo: Signed) -> None:

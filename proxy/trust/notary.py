@@ -23,7 +23,7 @@ from proxy.trust.errors import NoTrustData, TrustServerUnavailable, Verification
 from proxy.trust.metadata import FileMeta, parse_envelope, parse_root
 from proxy.trust.pinning import Pinning, check_root
 from proxy.trust.repository import DEFAULT_ROLE_ORDER, TrustedRepository
-from proxy.trust.store import StoredTrust, TrustStore
+from proxy.trust.store import StateError, StoredTrust, TrustStore
 from proxy.trust.trusted_set import TOP_TARGETS, TrustedSet
 
 TIMESTAMP_MAX_BYTES = 1 << 20
@@ -156,7 +156,11 @@ class NotaryClient:
             trusted = TrustedSet(served, now)
             check_root(trusted.root, gun, self.settings.pinning, now)
             return trusted
-        trusted = TrustedSet(stored.root, now, stored.versions)
+        try:
+            trusted = TrustedSet(stored.root, now, stored.versions)
+        except VerificationFailed as exc:  # the file was changed on disk: not the trust server's doing
+            raise StateError(f"trusted state {self.store.path(gun)} holds a root that fails its own checks "
+                             f"({exc.check}: {exc.detail}); remove it to trust anew") from None
         if served != stored.root:
             await self._rotate(gun, trusted, served)
         check_root(trusted.root, gun, self.settings.pinning, now)

@@ -36,10 +36,16 @@ class StateError(TrustError):
 
 
 class TrustStore:
-    """Reads and writes ``<state dir>/trust/<quoted GUN>.json``."""
+    """Reads and writes ``<state dir>/trust/<quoted GUN>.json``.
+
+    A GUN whose state this store has read or written is never "never seen" again: were
+    its file to vanish (the directory removed while pullgate runs), trusting whatever
+    root the server then offers would undo the rollback and rotation checks.
+    """
 
     def __init__(self, state_dir: Path) -> None:
         self.directory = state_dir / "trust"
+        self._known: set[str] = set()
 
     def path(self, gun: str) -> Path:
         return self.directory / (self._stem(gun) + ".json")
@@ -56,6 +62,9 @@ class TrustStore:
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
+            if gun in self._known:
+                raise StateError(f"trusted state {path} has vanished since pullgate read it; restore it, "
+                                 "or restart pullgate to trust this GUN anew") from None
             return None
         except OSError as exc:
             raise StateError(f"trusted state {path} cannot be read: {exc.strerror}") from None
@@ -64,10 +73,12 @@ class TrustStore:
         try:
             document = json.loads(text)
             versions = {str(k): int(v) for k, v in document["versions"].items()}
-            return StoredTrust(root=document["root"].encode("utf-8"), root_version=int(document["root_version"]),
-                               versions=versions)
+            stored = StoredTrust(root=document["root"].encode("utf-8"), root_version=int(document["root_version"]),
+                                 versions=versions)
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
             raise StateError(f"trusted state {path} is unreadable ({exc}); remove it to trust anew") from None
+        self._known.add(gun)
+        return stored
 
     def save(self, gun: str, state: StoredTrust) -> StoredTrust:
         """Merge ``state`` into what is stored and write the result; returns it."""
@@ -93,6 +104,7 @@ class TrustStore:
             except BaseException:
                 os.unlink(temporary)
                 raise
+        self._known.add(gun)
         return merged
 
     @contextmanager
