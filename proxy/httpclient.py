@@ -1,8 +1,8 @@
 """The outbound HTTP client settings shared by the registry and trust server clients.
 
 Identity encoding (the bytes that arrive are the bytes a digest names),
-bounded redirects, a generous connection pool, and one way to say what went
-wrong with a request.
+bounded redirects (for the trust server, never from https to plain http), a
+generous connection pool, and one way to say what went wrong with a request.
 """
 
 import ssl
@@ -14,9 +14,26 @@ import httpx
 MAX_REDIRECTS = 5
 
 
+class InsecureRedirect(httpx.HTTPError):
+    """A redirect from https to plain http: following it would give up knowing who answers
+    (a trust server's first root, above all, would come from anyone on the path)."""
+
+
+async def refuse_downgrade(response: httpx.Response) -> None:
+    """Response hook, run before httpx follows a redirect."""
+    if response.has_redirect_location and response.url.scheme == "https":
+        target = response.url.join(response.headers["location"])
+        if target.scheme != "https":
+            raise InsecureRedirect(f"redirect from {response.url.host} to plain {target.scheme} "
+                                   f"({target.copy_with(query=None)}) refused")
+
+
 def client(timeout: float, verify: ssl.SSLContext | bool = True, auth: httpx.Auth | None = None,
-           transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+           transport: httpx.AsyncBaseTransport | None = None, keep_https: bool = False) -> httpx.AsyncClient:
+    """``keep_https`` for the trust server, whose answers on first use are trusted as they come;
+    a registry's bytes are checked against their digests wherever they come from."""
     return httpx.AsyncClient(
+        event_hooks={"response": [refuse_downgrade] if keep_https else []},
         auth=auth,
         transport=transport,
         timeout=httpx.Timeout(timeout),

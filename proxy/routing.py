@@ -98,7 +98,8 @@ async def open_router(config: Config) -> AsyncIterator[Router]:
         services = []
         for upstream in config.upstreams:
             notary_http = await stack.enter_async_context(
-                client(config.trust_timeout, verify_with(upstream.notary_ca), ChallengeAuth(upstream.notary_auth)))
+                client(config.trust_timeout, verify_with(upstream.notary_ca), ChallengeAuth(upstream.notary_auth),
+                       keep_https=True))
             registry_tls, registry_auth = verify_with(upstream.registry_ca), ChallengeAuth(upstream.auth)
             registry_http = await stack.enter_async_context(client(config.upstream_timeout, registry_tls, registry_auth))
             blob_http = registry_http if through_env_proxy(upstream.registry) else await stack.enter_async_context(

@@ -177,15 +177,17 @@ class RawServer:
     """Answers with whatever bytes ``handler`` writes (an asyncio stream handler), on a loopback port,
     from a background thread: for answers no HTTP server library would send."""
 
-    def __init__(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]) -> None:
+    def __init__(self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+                 tls: ssl.SSLContext | None = None) -> None:
         self.handler = handler
+        self.tls = tls
         self.port = free_port()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     def start(self) -> "RawServer":
         self._thread.start()
-        started = asyncio.run_coroutine_threadsafe(asyncio.start_server(self.handler, "127.0.0.1", self.port),
+        started = asyncio.run_coroutine_threadsafe(asyncio.start_server(self.handler, "127.0.0.1", self.port, ssl=self.tls),
                                                    self._loop)
         self._server = started.result(10)
         return self

@@ -9,9 +9,11 @@ by the same front, for a GUN the real server does not know.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import shutil
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ import httpx
 import pytest
 
 from proxy.trust.store import TrustStore
-from tests.faults import Fault, FaultServer
+from tests.faults import Fault, FaultServer, RawServer
 from tests.realenv.images import manifest_info, push
 from tests.realenv.pullgate import Proxy, start_proxy
 from tests.realenv.sandbox import Sandbox
@@ -187,6 +189,33 @@ def test_state_removed_while_running_is_refused_not_trusted_anew(gate: Proxy, sa
         f"trusted state {TrustStore(gate.state_dir).path(repo.gun)} has vanished since pullgate read it; "
         "restore it, or restart pullgate to trust this GUN anew")
     assert not (gate.state_dir / "trust").exists(), "nothing was trusted on first use again"
+
+
+def test_a_redirect_from_https_to_plain_http_is_refused(sandbox: Sandbox, front: FaultServer, repo: Signed,
+                                                        tmp_path: Path) -> None:
+    """The front serves the real trust data over plain http: a root on first use must not come that way."""
+    async def redirect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        path = request.split(b" ")[1].decode()
+        writer.write(f"HTTP/1.1 307 Temporary Redirect\r\nLocation: {front.url}{path}\r\n"
+                     "Content-Length: 0\r\n\r\n".encode())
+        await writer.drain()
+        writer.close()
+
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(sandbox.ca.server_cert, sandbox.ca.server_key)
+    server = RawServer(redirect, tls=tls).start()
+    running = start_proxy(tmp_path, sandbox.registry.url, f"https://127.0.0.1:{server.port}", sandbox.ca.ca_cert,
+                          extra=("--gun-prefix", sandbox.registry.host))
+    try:
+        response = pull(running, repo.name)
+    finally:
+        running.stop()
+        server.stop()
+    assert refusal(response, 503)["message"] == (
+        f"cannot verify {repo.gun}: trust server 127.0.0.1:{server.port} is unavailable: root.json: InsecureRedirect: "
+        f"redirect from 127.0.0.1 to plain http ({front.url}{tuf_path(repo.gun, 'root.json')}) refused")
+    assert not front.sent, "nothing was asked over plain http"
 
 
 def test_oversized_timestamp_is_cut_off_at_its_bound(gate: Proxy, front: FaultServer, repo: Signed) -> None:
