@@ -218,6 +218,15 @@ def test_a_redirect_from_https_to_plain_http_is_refused(sandbox: Sandbox, front:
     assert not front.sent, "nothing was asked over plain http"
 
 
+def test_an_answer_that_is_no_json_is_cannot_verify_not_a_failed_check(gate: Proxy, front: FaultServer,
+                                                                       repo: Signed) -> None:
+    front.faults[tuf_path(repo.gun, "root.json")] = Fault(body=b"<html>Down for maintenance</html>",
+                                                          headers={"Content-Type": "text/html"})
+    message = refusal(pull(gate, repo.name), 503)["message"]
+    assert message.endswith(": root.json: the answer is not trust data (not a JSON object; text/html)")
+    assert message.startswith(f"cannot verify {repo.gun}: ")
+
+
 def test_oversized_timestamp_is_cut_off_at_its_bound(gate: Proxy, front: FaultServer, repo: Signed) -> None:
     front.faults[tuf_path(repo.gun, "timestamp.json")] = Fault(body=b"{" + b" " * (2 << 20) + b"}")
     response = pull(gate, repo.name)
@@ -317,14 +326,18 @@ def test_stopped_trust_server_fails_closed_then_recovers(sandbox: Sandbox, repo:
         front.stop()
 
 
-def test_grace_bridges_an_outage_only_when_configured(sandbox: Sandbox, repo: Signed, tmp_path: Path) -> None:
+@pytest.mark.parametrize("outage", [Fault(status=503, body=b"down"),
+                                    Fault(body=b"<html>Down for maintenance</html>", headers={"Content-Type": "text/html"})],
+                         ids=["503", "html-page"])
+def test_grace_bridges_an_outage_only_when_configured(sandbox: Sandbox, repo: Signed, tmp_path: Path,
+                                                      outage: Fault) -> None:
     front = FaultServer(sandbox.notary.url, verify=sandbox.ca.ssl_context()).start()
     config = tmp_path / "grace.yaml"
     config.write_text("trust:\n  grace: 300\n")
     running = proxy_via(sandbox, front, tmp_path, "--config", str(config))
     try:
         assert pull(running, repo.name).status_code == 200
-        front.faults["/"] = Fault(status=503, body=b"down")
+        front.faults["/"] = outage
         assert pull(running, repo.name).status_code == 200
         assert pull(running, repo.name, "v9").status_code == 403  # still only what was signed
     finally:

@@ -238,6 +238,10 @@ class NotaryClient:
                     body += chunk
                     if len(body) > bound:
                         raise VerificationFailed(role, "length", f"{filename} is longer than its bound of {bound} bytes")
+                if not body.lstrip().startswith(b"{"):  # a proxy's error page, say: nothing here was ever signed
+                    kind = response.headers.get("content-type", "no Content-Type")
+                    raise TrustServerUnavailable(gun, self.server, f"{filename}: the answer is not trust data "
+                                                 f"(not a JSON object; {kind[:100]})")
                 return bytes(body)
         except TimeoutError:
             raise TrustServerUnavailable(gun, self.server, f"{filename}: no complete answer within "
