@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import socket
@@ -260,6 +261,58 @@ def test_a_stored_root_that_fails_its_checks_is_a_state_error(sandbox: Sandbox, 
     message = response.json()["errors"][0]["message"]
     assert message.startswith(f"trusted state {path} holds a root that fails its own checks (")
     assert message.endswith("); remove it to trust anew")
+
+
+def _peak_rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024
+
+
+def test_oversized_trust_files_for_many_names_at_once_share_one_bound(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Each cold name's root.json may fill trust.max_metadata_bytes; together they may not.
+
+    A first round of lookups answered 404 takes the proxy's memory to what so many lookups at
+    once cost anyway (threads, connections); the second round adds only the files' bytes."""
+    bound, lookups = 16 << 20, 16
+
+    async def endless_root(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        try:
+            if b"/library/warm" in head:
+                writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n{" % (bound + (1 << 20) + 1))
+            for _ in range(17):
+                writer.write(b" " * (1 << 20))
+                await writer.drain()
+        except ConnectionError:
+            pass
+
+    def at_once(names: str) -> list[httpx.Response]:
+        with concurrent.futures.ThreadPoolExecutor(lookups) as pool:
+            return list(pool.map(lambda i: httpx.get(f"{proxy.url}/v2/library/{names}{i}/manifests/v1", timeout=30),
+                                 range(lookups)))
+
+    server = RawServer(endless_root).start()
+    config = tmp_path / "bound.yaml"
+    config.write_text(f"trust:\n  max_metadata_bytes: {bound}\n")
+    proxy = start_proxy(tmp_path, sandbox.registry.url, f"http://127.0.0.1:{server.port}", sandbox.ca.ca_cert,
+                        extra=("--config", str(config)))
+    try:
+        assert {answer.status_code for answer in at_once("warm")} == {403}  # no trust data
+        before = _peak_rss_mib(proxy.service.pid)
+        answers = at_once("cold")
+        after = _peak_rss_mib(proxy.service.pid)
+    finally:
+        proxy.stop()
+        server.stop()
+    for answer in answers:
+        message = answer.json()["errors"][0]["message"]
+        assert (answer.status_code, message.endswith(f"root.json is longer than its bound of {bound} bytes")) == \
+            (403, True) or (answer.status_code, message.endswith(
+                f"root.json: trust files on their way in at once would pass {bound} bytes "
+                "(trust.max_metadata_bytes); try again")) == (503, True), message
+    assert after - before < 2.5 * bound / (1 << 20), f"peak RSS grew {after - before:.0f} MiB"
 
 
 # -- settings ------------------------------------------------------------------------------------

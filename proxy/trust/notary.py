@@ -50,6 +50,27 @@ class NotarySettings:
         return self.role_orders.get(gun, self.role_order)
 
 
+class DownloadBudget:
+    """Bytes of trust files on their way in at once, over every GUN of one trust server.
+
+    Each file has its bound, but repository names are the clients' to choose: many
+    cold lookups at once, each filling its bound, would add up without one.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, size: int) -> bool:
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.used -= size
+
+
 @dataclass
 class _Entry:
     repository: TrustedRepository
@@ -76,6 +97,7 @@ class NotaryClient:
         self.server = host_of(settings.url)
         self._cache: LRUCache[str, _Entry] = LRUCache(maxsize=CACHED_GUNS)
         self._flight: SingleFlight[TrustedRepository] = SingleFlight()
+        self._budget = DownloadBudget(settings.max_metadata_bytes)
 
     async def repository(self, gun: str) -> TrustedRepository:
         """The verified trust data of ``gun``; raises a ``TrustError`` when there is none."""
@@ -207,11 +229,12 @@ class NotaryClient:
     async def _by_checksum(self, gun: str, role: str, meta: FileMeta) -> bytes:
         """Fetch ``<role>.<sha256>.json``, falling back to ``<role>.json``."""
         sha256 = meta.hashes.get("sha256")
+        bound = min(meta.length, self.settings.max_metadata_bytes)  # a first-use root may sign any length
         if sha256 is not None:
-            data = await self._download(gun, f"{role}.{sha256.hex()}.json", role, meta.length)
+            data = await self._download(gun, f"{role}.{sha256.hex()}.json", role, bound)
             if data is not None:
                 return data
-        return await self._required(gun, f"{role}.json", role, meta.length)
+        return await self._required(gun, f"{role}.json", role, bound)
 
     async def _required(self, gun: str, filename: str, role: str, bound: int) -> bytes:
         data = await self._download(gun, filename, role, bound)
@@ -233,16 +256,12 @@ class NotaryClient:
                         "(set upstream.notary_auth) or refused the ones given")
                 if response.status_code != 200:
                     raise TrustServerUnavailable(gun, self.server, f"{filename}: HTTP {response.status_code}")
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > bound:
-                        raise VerificationFailed(role, "length", f"{filename} is longer than its bound of {bound} bytes")
+                body = await self._read(gun, filename, role, bound, response)
                 if not body.lstrip().startswith(b"{"):  # a proxy's error page, say: nothing here was ever signed
                     kind = response.headers.get("content-type", "no Content-Type")
                     raise TrustServerUnavailable(gun, self.server, f"{filename}: the answer is not trust data "
                                                  f"(not a JSON object; {kind[:100]})")
-                return bytes(body)
+                return body
         except TimeoutError:
             raise TrustServerUnavailable(gun, self.server, f"{filename}: no complete answer within "
                                          f"{self.settings.download_timeout:g}s") from None
@@ -251,6 +270,29 @@ class NotaryClient:
         except httpx.HTTPError as exc:
             hint = " (is notary_ca, or --notary-ca, the CA of the trust server?)" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else ""
             raise TrustServerUnavailable(gun, self.server, f"{filename}: {describe(exc)}{hint}") from None
+
+
+    async def _read(self, gun: str, filename: str, role: str, bound: int, response: httpx.Response) -> bytes:
+        """The body, no longer than ``bound`` and within the budget shared with the other downloads.
+
+        Pieces are joined once at the end: a buffer grown piece by piece would hold up to
+        twice its bytes while it is copied, which the budget would not see."""
+        pieces: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in response.aiter_bytes():
+                if size + len(chunk) > bound:
+                    raise VerificationFailed(role, "length", f"{filename} is longer than its bound of {bound} bytes")
+                if not self._budget.take(len(chunk)):
+                    raise TrustServerUnavailable(
+                        gun, self.server, f"{filename}: trust files on their way in at once would pass "
+                        f"{self._budget.limit} bytes (trust.max_metadata_bytes); try again")
+                pieces.append(chunk)
+                size += len(chunk)
+            return b"".join(pieces)
+        finally:
+            self._budget.give(size)
+            pieces.clear()  # a refusal's traceback keeps this frame alive, perhaps until a collection
 
 
 def _with_ancestors(order: tuple[str, ...]) -> list[str]:
