@@ -93,9 +93,13 @@ def listen_problem(listen: Listen) -> str | None:
     try:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # as the server's own socket will be
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             probe.bind((listen.host, listen.port))
     except OSError as exc:
-        return exc.strerror or str(exc)
+        mapped = " (an IPv4-mapped address: give the IPv4 address itself)" if \
+            listen.host.lower().startswith("::ffff:") else ""
+        return (exc.strerror or str(exc)) + mapped
     return None
 
 
@@ -139,6 +143,7 @@ def serve(config: Config, log_level: str, workers: int = 1) -> int:
     uvicorn.run(
         app, factory=workers > 1, workers=workers, host=config.listen.host, port=config.listen.port, loop="asyncio",
         http=GuardedHttpTools, ws="none", log_level=log_level, access_log=log_level == "debug", server_header=False,
+        timeout_graceful_shutdown=config.shutdown_timeout,
         ssl_certfile=str(tls.cert) if tls else None, ssl_keyfile=str(tls.key) if tls else None,
         ssl_ca_certs=str(tls.client_ca) if tls and tls.client_ca else None,
         ssl_cert_reqs=ssl.CERT_REQUIRED if tls and tls.client_ca else ssl.CERT_NONE,

@@ -105,6 +105,7 @@ class Config:
     upstream_timeout: float
     client_head_timeout: float
     client_send_timeout: float
+    shutdown_timeout: int
     tls: TLSConfig | None = None
     client_auth: ClientAuthConfig | None = None
 
@@ -153,6 +154,13 @@ def _number(value: Any, setting: str, minimum: float, maximum: float = 1e12) -> 
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not minimum <= value <= maximum:
         raise ConfigError(setting, f"must be a number from {minimum:g} to {maximum:g}, got {value!r}")
     return float(value)
+
+
+def _whole(value: Any, setting: str, minimum: int, maximum: int) -> int:
+    """A count (of bytes, of seconds): 1.5 bytes is a mistake to name, not a number to round."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ConfigError(setting, f"must be a whole number from {minimum} to {maximum}, got {value!r}")
+    return value
 
 
 def _section(document: dict[str, Any], name: str, allowed: set[str]) -> dict[str, Any]:
@@ -209,7 +217,7 @@ def build(document: dict[str, Any], overrides: dict[str, Any]) -> Config:
     if unknown:
         raise ConfigError(unknown[0], f"unknown setting (known: {', '.join(sorted(TOP_LEVEL))})")
     cache = _section(document, "cache", {"manifest_bytes"})
-    timeouts = _section(document, "timeouts", {"trust", "upstream", "client_head", "client_send"})
+    timeouts = _section(document, "timeouts", {"trust", "upstream", "client_head", "client_send", "shutdown"})
     listen = overrides.get("listen") or document.get("listen", DEFAULT_LISTEN)
     state = overrides.get("state_dir") or document.get("state_dir")
     if not isinstance(listen, str):
@@ -223,11 +231,12 @@ def build(document: dict[str, Any], overrides: dict[str, Any]) -> Config:
         upstreams=_upstreams(document, overrides),
         state_dir=Path(state) if state else default_state_dir(),
         trust=_trust(_section(document, "trust", TRUST_KEYS), overrides),
-        manifest_cache_bytes=int(_number(cache.get("manifest_bytes", 64 << 20), "cache.manifest_bytes", 0, 1 << 40)),
+        manifest_cache_bytes=_whole(cache.get("manifest_bytes", 64 << 20), "cache.manifest_bytes", 0, 1 << 40),
         trust_timeout=_number(timeouts.get("trust", 10), "timeouts.trust", 0.1, 3600),
         upstream_timeout=_number(timeouts.get("upstream", 30), "timeouts.upstream", 0.1, 3600),
         client_head_timeout=_number(timeouts.get("client_head", 30), "timeouts.client_head", 0.1, 3600),
         client_send_timeout=_number(timeouts.get("client_send", 60), "timeouts.client_send", 0.1, 86400),
+        shutdown_timeout=_whole(timeouts.get("shutdown", 10), "timeouts.shutdown", 0, 86400),
         tls=_tls(_section(document, "tls", {"cert", "key", "client_ca"})),
         client_auth=_client_auth(_section(document, "auth", {"htpasswd", "realm"})),
     )
@@ -379,8 +388,8 @@ def _trust(section: dict[str, Any], overrides: dict[str, Any]) -> TrustConfig:
         role_order=_roles(section.get("roles", list(DEFAULT_ROLE_ORDER)), "trust.roles"),
         repository_roles=repository_roles,
         grace=_number(section.get("grace", 0), "trust.grace", 0, 30 * 86400),
-        max_metadata_bytes=int(_number(section.get("max_metadata_bytes", 100 << 20), "trust.max_metadata_bytes",
-                                       1024, 1 << 32)),
+        max_metadata_bytes=_whole(section.get("max_metadata_bytes", 100 << 20), "trust.max_metadata_bytes",
+                                  1024, 1 << 32),
         open_blobs=frozenset(open_blobs),
     )
 

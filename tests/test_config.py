@@ -72,6 +72,9 @@ def test_sample_config_parses() -> None:
     ({"upstream": {"notary_auth": {"username": "u"}}}, BASE, "upstream.notary_auth"),
     ({"timeouts": {"client_head": 0}}, BASE, "timeouts.client_head"),
     ({"timeouts": {"client_send": "slow"}}, BASE, "timeouts.client_send"),
+    ({"timeouts": {"shutdown": -1}}, BASE, "timeouts.shutdown"),
+    ({"cache": {"manifest_bytes": 1.5}}, BASE, "cache.manifest_bytes"),
+    ({"trust": {"max_metadata_bytes": 2048.5}}, BASE, "trust.max_metadata_bytes"),
     ({"timeouts": {"client": 5}}, BASE, "timeouts.client"),
 ])
 def test_bad_settings_name_the_setting(document: dict, overrides: dict, setting: str) -> None:
@@ -161,6 +164,15 @@ def test_cli_busy_listen_address_is_one_line_and_exit_2() -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"pullgate: listen: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
+
+
+def test_cli_ipv4_mapped_listen_address_is_one_line_and_exit_2() -> None:
+    result = pullgate("serve", "--upstream", "http://a", "--notary", "http://b", "--listen", "[::ffff:127.0.0.1]:5999")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "pullgate: listen: cannot listen on [::ffff:127.0.0.1]:5999: Invalid argument "
+        "(an IPv4-mapped address: give the IPv4 address itself)"
     ]
 
 

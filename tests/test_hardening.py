@@ -486,12 +486,13 @@ def _open_blobs(tmp_path: Path, extra: str = "") -> Path:
     return config
 
 
-def _serving_a_blob(sandbox: Sandbox, tmp_path: Path, size: int, settings: str) -> tuple[bytes, str, Proxy]:
-    """A random blob of ``size`` bytes in the registry, and a proxy with open blobs and ``settings``."""
+def _serving_a_blob(sandbox: Sandbox, tmp_path: Path, size: int, settings: str,
+                    *flags: str) -> tuple[bytes, str, Proxy]:
+    """A random blob of ``size`` bytes in the registry, and a proxy with open blobs, ``settings`` and ``flags``."""
     blob = os.urandom(size)
     digest = upload_blob(sandbox.registry.url, "library/bigblob", blob)
     proxy = start_proxy(tmp_path, sandbox.registry.url, sandbox.notary.url, sandbox.ca.ca_cert,
-                        extra=("--config", str(_open_blobs(tmp_path, settings))))
+                        extra=("--config", str(_open_blobs(tmp_path, settings)), *flags))
     return blob, digest, proxy
 
 
@@ -657,6 +658,28 @@ def test_a_pipelined_head_overdue_while_a_blob_streams_never_lands_inside_it(san
     after = body[len(blob):]
     if after:  # the blob was all written before the deadline: the overdue head is then answered on its own
         assert _error_json(after)[::2] == (408, "no complete request head within 1s")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_stop_waits_for_a_slow_download_no_longer_than_the_shutdown_timeout(sandbox: Sandbox, tmp_path: Path,
+                                                                             workers: str) -> None:
+    blob, digest, proxy = _serving_a_blob(sandbox, tmp_path, 64 << 20, "timeouts:\n  shutdown: 1\n",
+                                          "--workers", workers)
+    try:
+        with _connect(proxy, 20, 64 << 10) as connection:
+            connection.sendall(f"GET /v2/library/bigblob/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            received = len(connection.recv(65536))  # the download is under way, and then nobody reads
+            started = time.monotonic()
+            proxy.service.stop(timeout=20)
+            seconds = time.monotonic() - started
+            while chunk := connection.recv(1 << 20):
+                received += len(chunk)
+        log = proxy.service.log_tail()
+    finally:
+        proxy.stop()
+    assert 0.9 < seconds < 6, f"stopped after {seconds:.1f}s"
+    assert received < len(blob), "the download was cut off, not finished"
+    assert "Cancel 1 running task(s), timeout graceful shutdown exceeded" in log
 
 
 def test_workers_log_like_the_single_process(sandbox: Sandbox, tmp_path: Path) -> None:
