@@ -12,6 +12,7 @@ import os
 import socket
 import ssl
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -63,10 +64,18 @@ def main(argv: list[str] | None = None) -> int:
         k: getattr(args, k, None)
         for k in ("upstream", "notary", "notary_ca", "state_dir", "listen", "refresh_interval", "gun_prefix")
     }
+    empty = next((k for k, v in overrides.items() if v == ""), None)
+    if empty is not None:  # an unset variable in a script, most likely: not a wish for the default
+        print(f"pullgate: config error: --{empty.replace('_', '-')}: must not be empty", file=sys.stderr)
+        return EXIT_USAGE
     try:
         config = load(args.config, overrides)
     except ConfigError as exc:
         print(f"pullgate: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    problem = state_dir_problem(config.state_dir)
+    if problem:
+        print(f"pullgate: config error: state_dir: {problem}", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "serve":
         if not 1 <= args.workers <= 64:
@@ -100,6 +109,20 @@ def listen_problem(listen: Listen) -> str | None:
         mapped = " (an IPv4-mapped address: give the IPv4 address itself)" if \
             listen.host.lower().startswith("::ffff:") else ""
         return (exc.strerror or str(exc)) + mapped
+    return None
+
+
+def state_dir_problem(state_dir: Path) -> str | None:
+    """Why trusted state cannot be kept in ``state_dir``, found before the first pull needs it."""
+    from proxy.trust.store import TrustStore
+
+    directory = TrustStore(state_dir).directory
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        return f"cannot write in {directory}: {exc.strerror or exc}"
     return None
 
 
@@ -197,4 +220,8 @@ def check(config: Config, reference: str) -> int:
             print(f"{routed.services.gate.gun(routed.name)}:{tag} {target.digest} {target.length} {target.role}")
             return 0
 
-    return asyncio.run(resolve())
+    try:
+        return asyncio.run(resolve())
+    except KeyboardInterrupt:
+        print("pullgate: interrupted", file=sys.stderr)
+        return 130

@@ -176,6 +176,26 @@ def test_cli_ipv4_mapped_listen_address_is_one_line_and_exit_2() -> None:
     ]
 
 
+@pytest.mark.parametrize("flags, line", [
+    (("--state-dir", "/proc/pullgate"), "pullgate: config error: state_dir: cannot write in /proc/pullgate/trust: "
+                                        "No such file or directory"),
+    (("--state-dir", "/etc/hostname/sub"), "pullgate: config error: state_dir: cannot write in "
+                                           "/etc/hostname/sub/trust: Not a directory"),
+    (("--state-dir", ""), "pullgate: config error: --state-dir: must not be empty"),
+    (("--gun-prefix", ""), "pullgate: config error: --gun-prefix: must not be empty"),
+    (("--listen", ""), "pullgate: config error: --listen: must not be empty"),
+])
+def test_cli_unusable_state_dir_and_empty_flags_are_one_line_and_exit_2(flags: tuple[str, ...], line: str) -> None:
+    for command in ("serve", "check"):
+        args = [command, "--upstream", "http://a", "--notary", "http://b", *flags]
+        if command == "check":
+            if "--listen" in flags:
+                continue
+            args.append("library/demo:v1")
+        result = pullgate(*args)
+        assert (result.returncode, result.stderr.strip().splitlines()) == (2, [line])
+
+
 def test_cli_without_a_command_points_at_help() -> None:
     result = pullgate()
     assert result.returncode == 2

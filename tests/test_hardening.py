@@ -6,8 +6,10 @@ import asyncio
 import concurrent.futures
 import json
 import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ import pytest
 from proxy.trust.store import StateError, StoredTrust, TrustStore
 from proxy.upstream import MANIFEST_MEDIA_TYPES, merged_accept
 from tests.faults import Fault, FaultServer, RawServer
-from tests.realenv.pullgate import Proxy, start_proxy
+from tests.realenv.pullgate import REPO_ROOT, Proxy, start_proxy
 from tests.realenv.sandbox import Sandbox
 from tests.test_config import pullgate
 from tests.realenv.images import upload_blob
@@ -261,6 +263,24 @@ def test_a_stored_root_that_fails_its_checks_is_a_state_error(sandbox: Sandbox, 
     message = response.json()["errors"][0]["message"]
     assert message.startswith(f"trusted state {path} holds a root that fails its own checks (")
     assert message.endswith("); remove it to trust anew")
+
+
+def test_check_interrupted_during_a_lookup_says_so_in_one_line(tmp_path: Path) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # never answers
+
+    server = RawServer(silent).start()
+    try:
+        check = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "check", "--upstream", "http://127.0.0.1:1", "--notary",
+             f"http://127.0.0.1:{server.port}", "--state-dir", str(tmp_path), "library/demo:v1"],
+            stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+        time.sleep(1.5)  # the lookup is waiting on the trust server
+        check.send_signal(signal.SIGINT)
+        _, stderr = check.communicate(timeout=10)
+    finally:
+        server.stop()
+    assert (check.returncode, stderr) == (130, "pullgate: interrupted\n")
 
 
 def _peak_rss_mib(pid: int) -> float:
