@@ -121,6 +121,8 @@ def state_dir_problem(state_dir: Path) -> str | None:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=directory):
             pass
+    except FileExistsError:
+        return f"cannot write in {directory}: it is not a directory"
     except OSError as exc:
         return f"cannot write in {directory}: {exc.strerror or exc}"
     return None
