@@ -194,7 +194,7 @@ def check(config: Config, reference: str) -> int:
     """
     from proxy.routing import open_router
     from proxy.errors import RegistryError, from_trust_error
-    from proxy.names import NAME, TAG
+    from proxy.names import MAX_NAME, NAME, TAG
     from proxy.trust.errors import TrustError
 
     name, sep, tag = reference.rpartition(":")
@@ -202,6 +202,7 @@ def check(config: Config, reference: str) -> int:
         "a digest names no tag to check; give NAME:TAG" if "@" in reference else
         "no tag: give NAME:TAG" if not sep or "/" in tag else
         f"invalid repository name {name!r} (lowercase letters, digits, . _ - and /)" if not NAME.match(name) else
+        f"repository name longer than {MAX_NAME} characters" if len(name) > MAX_NAME else
         f"invalid tag {tag!r}" if not TAG.match(tag) else None
     )
     if problem:

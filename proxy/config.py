@@ -176,6 +176,24 @@ def _section(document: dict[str, Any], name: str, allowed: set[str]) -> dict[str
 MAX_CONFIG_BYTES = 1 << 20
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping: the first one's settings
+    would be dropped without a word (two ``upstream:`` sections, say)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:  # as written: keys a merge (<<) brings may be overridden
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = (key_node.tag, key_node.value)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key_node.value!r} is given twice (line {key_node.start_mark.line + 1})",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_file(path: Path) -> dict[str, Any]:
     """Read the YAML file; its problems are errors of the ``--config`` setting."""
     try:
@@ -187,7 +205,7 @@ def load_file(path: Path) -> dict[str, Any]:
             data = handle.read(MAX_CONFIG_BYTES + 1)
         if len(data) > MAX_CONFIG_BYTES:
             raise ConfigError("--config", f"{path} is larger than {MAX_CONFIG_BYTES} bytes")
-        document = yaml.safe_load(data.decode("utf-8"))
+        document = yaml.load(data.decode("utf-8"), Loader=_UniqueKeyLoader)
     except OSError as exc:
         raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from None
     except UnicodeDecodeError:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import ConfigError, Listen, build, load, parse_listen
+from proxy.config import ConfigError, Listen, build, load, load_file, parse_listen
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = {"upstream": "http://127.0.0.1:5000", "notary": "https://127.0.0.1:4443"}
@@ -194,6 +194,29 @@ def test_cli_unusable_state_dir_and_empty_flags_are_one_line_and_exit_2(flags: t
             args.append("library/demo:v1")
         result = pullgate(*args)
         assert (result.returncode, result.stderr.strip().splitlines()) == (2, [line])
+
+
+def test_a_key_given_twice_in_the_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "twice.yaml"
+    path.write_text("upstream:\n  registry: http://a:1\nupstream:\n  registry: http://b:1\n")
+    result = pullgate("serve", "--config", str(path))
+    assert (result.returncode, result.stderr) == (
+        2, f"pullgate: config error: --config: {path} is not valid YAML: key 'upstream' is given twice (line 3)\n")
+
+
+def test_a_key_a_merge_brings_may_be_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "merge.yaml"
+    path.write_text("defaults: &d {registry: 'http://a:1', notary: 'http://n:2'}\n"
+                    "upstream:\n  <<: *d\n  registry: http://b:1\n")
+    assert load_file(path)["upstream"] == {"registry": "http://b:1", "notary": "http://n:2"}
+
+
+def test_check_refuses_a_name_longer_than_the_spec_allows() -> None:
+    name = "/".join(["a" * 50] * 6)
+    result = pullgate("check", "--upstream", "http://a", "--notary", "http://b", f"{name}:v1")
+    assert (result.returncode, result.stderr) == (
+        2, f"pullgate: reference: repository name longer than 255 characters, such as library/demo:v1; "
+        f"got '{name}:v1'\n")
 
 
 def test_cli_without_a_command_points_at_help() -> None:
