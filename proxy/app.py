@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from proxy.clientauth import ClientAuth
 from proxy.config import Config
 from proxy.errors import API_VERSION, RegistryError, from_trust_error
+from proxy.gate import describe_sizes
 from proxy.names import TAG, RegistryPath, parse_path
 from proxy.routing import Routed, Router, open_router
 from proxy.streaming import VerifiedBlobResponse, requested_window
@@ -158,10 +159,10 @@ async def manifest(routed: Routed, request: Request, path: RegistryPath, head: b
 async def blob(routed: Routed, request: Request, path: RegistryPath, head: bool) -> VerifiedBlobResponse:
     """A blob a signed manifest names, whole or one range, verified while it streams."""
     services, name, digest = routed.services, routed.name, path.reference
-    signed_size = await services.gate.blob_size(name, digest)
+    signed_sizes = await services.gate.blob_sizes(name, digest)
     upstream = await services.upstream.open_blob(name, digest, "HEAD" if head else "GET")
     try:
-        size = blob_length(upstream, digest, signed_size, services.upstream.host)
+        size = blob_length(upstream, digest, signed_sizes, services.upstream.host)
         etag = f'"{digest}"'
         window = None if head else requested_window(request.headers.get("range"), request.headers.get("if-range"),
                                                      etag, size)
@@ -172,15 +173,15 @@ async def blob(routed: Routed, request: Request, path: RegistryPath, head: bool)
     return VerifiedBlobResponse(upstream, digest, size, window, headers, head, request.app.state.send_timeout)
 
 
-def blob_length(upstream: httpx.Response, digest: str, signed_size: int | None, host: str) -> int:
-    """The blob's length: the one its signed manifest gives, which the upstream must agree with."""
+def blob_length(upstream: httpx.Response, digest: str, signed_sizes: frozenset[int] | None, host: str) -> int:
+    """The blob's length: one its signed manifests give, which the upstream must agree with."""
     announced = upstream.headers.get("content-length")
     length = int(announced) if announced is not None and announced.isascii() and announced.isdigit() else None
-    if signed_size is not None and length is not None and length != signed_size:
+    if signed_sizes is not None and length is not None and length not in signed_sizes:
         raise RegistryError(502, "BLOB_UNKNOWN",
                             f"upstream registry {host} announces {length} bytes for blob {digest}; "
-                            f"the signed manifest says {signed_size}", {"digest": digest})
-    size = signed_size if signed_size is not None else length
+                            f"the signed manifests say {describe_sizes(signed_sizes)}", {"digest": digest})
+    size = length if signed_sizes is None or len(signed_sizes) > 1 else next(iter(signed_sizes))
     if size is None:
         raise RegistryError(502, "BLOB_UNKNOWN", f"upstream registry {host} sent blob {digest} without a length",
                             {"digest": digest})

@@ -86,50 +86,53 @@ class Gate:
 
     async def manifest_for_tag(self, name: str, tag: str, client_accept: Sequence[str]) -> Manifest:
         target = (await self.repository(name)).resolve(tag)
-        return await self._verified(name, target.digest, target.length, client_accept)
+        return await self._verified(name, target.digest, frozenset({target.length}), client_accept)
 
     async def manifest_for_digest(self, name: str, digest: str, client_accept: Sequence[str]) -> Manifest:
-        length = await self._allowed(name, digest, MANIFEST, client_accept)
-        return await self._verified(name, digest, length, client_accept)
+        lengths = await self._allowed(name, digest, MANIFEST, client_accept)
+        return await self._verified(name, digest, lengths, client_accept)
 
-    async def blob_size(self, name: str, digest: str) -> int | None:
-        """The size a signed manifest gives the blob; None where blobs are open (size unknown)."""
+    async def blob_sizes(self, name: str, digest: str) -> frozenset[int] | None:
+        """The sizes signed manifests give the blob; None where blobs are open (size unknown)."""
         if "*" in self.open_blobs or name in self.open_blobs:
             return None
         return await self._allowed(name, digest, BLOB, ())
 
-    async def _allowed(self, name: str, digest: str, kind: str, client_accept: Sequence[str]) -> int:
-        """The signed size of ``digest`` for this repository, rebuilding what was forgotten once."""
-        repository = await self.repository(name)
-        length = self._allowed_length(repository, name, digest, kind)
-        if length is None:
-            await self._expand(repository, name, client_accept)
-            length = self._allowed_length(repository, name, digest, kind)
-        if length is None:
-            raise DigestNotSigned(repository.gun, digest, kind)
-        return length
+    async def _allowed(self, name: str, digest: str, kind: str, client_accept: Sequence[str]) -> frozenset[int]:
+        """The signed lengths of ``digest`` for this repository, rebuilding what was forgotten once.
 
-    def _allowed_length(self, repository: TrustedRepository, name: str, digest: str, kind: str,
-                        depth: int = 0) -> int | None:
-        """The signed length of an allowed digest: a signed target, or named by an allowed manifest."""
-        if kind == MANIFEST and digest in repository.digests:
-            return repository.digests[digest]
+        There is one true length, but two signatures may disagree on it; the bytes decide, so
+        a wrongly signed tag spoils only itself, not every other way to the same digest."""
+        repository = await self.repository(name)
+        lengths = self._allowed_lengths(repository, name, digest, kind)
+        if not lengths:
+            await self._expand(repository, name, client_accept)
+            lengths = self._allowed_lengths(repository, name, digest, kind)
+        if not lengths:
+            raise DigestNotSigned(repository.gun, digest, kind)
+        return lengths
+
+    def _allowed_lengths(self, repository: TrustedRepository, name: str, digest: str, kind: str,
+                         depth: int = 0) -> frozenset[int]:
+        """The lengths an allowed digest is signed with: as a signed target, or as named by an
+        allowed manifest; empty when it is not allowed."""
+        lengths = repository.digests.get(digest, frozenset()) if kind == MANIFEST else frozenset()
         if depth >= MAX_INDEX_DEPTH:
-            return None
+            return lengths
         for parent in self._parents.get((kind, name, digest), ()):
             references = self._references.get((name, parent))
             if references is not None and digest in references.of(kind) and \
-                    self._allowed_length(repository, name, parent, MANIFEST, depth + 1) is not None:
-                return references.of(kind)[digest]
-        return None
+                    self._allowed_lengths(repository, name, parent, MANIFEST, depth + 1):
+                lengths |= {references.of(kind)[digest]}
+        return lengths
 
     async def _expand(self, repository: TrustedRepository, name: str, client_accept: Sequence[str]) -> None:
         """Fetch the signed manifests not remembered, and the manifests their indexes list."""
         limit = asyncio.Semaphore(EXPAND_CONCURRENCY)
 
-        async def one(digest: str, length: int) -> References:
+        async def one(digest: str, lengths: frozenset[int]) -> References:
             async with limit:
-                return (await self._verified(name, digest, length, client_accept)).references
+                return (await self._verified(name, digest, lengths, client_accept)).references
 
         level = dict(repository.digests)
         for _ in range(MAX_INDEX_DEPTH):
@@ -141,30 +144,32 @@ class Gate:
                 if isinstance(outcome, BaseException):
                     # one unreadable signed manifest must not hide what the others allow
                     log.warning("signed manifest %s of %s could not be read: %s", digest, name, outcome)
-            level = {
-                child: size
-                for references in [*known, *fetched] if isinstance(references, References)
-                for child, size in references.manifests.items()
-            }
+            level = {}
+            for references in [*known, *fetched]:
+                if isinstance(references, References):
+                    for child, size in references.manifests.items():
+                        level[child] = level.get(child, frozenset()) | {size}
             if not level:
                 return
 
-    async def _verified(self, name: str, digest: str, length: int, client_accept: Sequence[str]) -> Manifest:
-        """The manifest ``digest``, whose signed ``length`` is checked on every call: a cached
-        manifest matches its digest, but each signature that names it gives a length of its own."""
+    async def _verified(self, name: str, digest: str, lengths: frozenset[int],
+                        client_accept: Sequence[str]) -> Manifest:
+        """The manifest ``digest``, whose length is checked on every call against the ``lengths``
+        signed for the way it was asked for: a cached manifest matches its digest, but each
+        signature that names it gives a length of its own."""
         cached = self._manifests.get((name, digest))
         if cached is None:
-            return await self._fetches.run((name, digest, length),
-                                           lambda: self._fetch(name, digest, length, client_accept))
-        if len(cached.body) != length:
-            raise self._mismatch(digest, length, digest, len(cached.body))
+            return await self._fetches.run((name, digest, lengths),
+                                           lambda: self._fetch(name, digest, lengths, client_accept))
+        if len(cached.body) not in lengths:
+            raise self._mismatch(digest, lengths, digest, len(cached.body))
         return cached
 
-    async def _fetch(self, name: str, digest: str, length: int, client_accept: Sequence[str]) -> Manifest:
-        fetched = await self.upstream.manifest(name, digest, client_accept, bound=length)
+    async def _fetch(self, name: str, digest: str, lengths: frozenset[int], client_accept: Sequence[str]) -> Manifest:
+        fetched = await self.upstream.manifest(name, digest, client_accept, bound=max(lengths))
         actual = "sha256:" + hashlib.sha256(fetched.body).hexdigest()
-        if actual != digest or len(fetched.body) != length:
-            raise self._mismatch(digest, length, actual, len(fetched.body))
+        if actual != digest or len(fetched.body) not in lengths:
+            raise self._mismatch(digest, lengths, actual, len(fetched.body))
         media_type, references = read_manifest(fetched.body)
         manifest = Manifest(digest=digest, body=fetched.body,
                             content_type=media_type or _content_type(fetched.content_type, references),
@@ -174,11 +179,12 @@ class Gate:
             self._manifests[(name, digest)] = manifest
         return manifest
 
-    def _mismatch(self, digest: str, length: int, actual: str, actual_length: int) -> RegistryError:
+    def _mismatch(self, digest: str, lengths: frozenset[int], actual: str, actual_length: int) -> RegistryError:
         return RegistryError(
             502, "MANIFEST_INVALID",
             f"upstream registry {self.upstream.host} sent manifest bytes that do not match the signed "
-            f"digest and length: expected {digest} ({length} bytes), got {actual} ({actual_length} bytes)",
+            f"digest and length: expected {digest} ({describe_sizes(lengths)} bytes), got {actual} "
+            f"({actual_length} bytes)",
             {"digest": digest},
         )
 
@@ -188,6 +194,11 @@ class Gate:
             for child in manifest.references.of(kind):
                 key = (kind, name, child)
                 self._parents[key] = self._parents.get(key, frozenset()) | {manifest.digest}
+
+
+def describe_sizes(sizes: frozenset[int]) -> str:
+    """``345``, or ``345 or 999`` where signatures disagree."""
+    return " or ".join(str(size) for size in sorted(sizes))
 
 
 def _content_type(upstream: str, references: References) -> str:

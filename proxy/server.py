@@ -32,6 +32,7 @@ MAX_RAW_HEAD_BYTES = MAX_HEAD_BYTES + (64 << 10)  # the raw count may include th
 MAX_HEADERS = 256
 HEAD_TIMEOUT = 30.0
 LINGER = 2.0
+TLS_HANDSHAKE = 0x16  # the first byte of a TLS ClientHello record
 
 log = logging.getLogger("pullgate.server")
 
@@ -59,6 +60,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._head_started = False
         self._head_timer: asyncio.TimerHandle | None = None
         self._refused = False
+        self._tls_probe: bool | None = None  # known from the first byte
         super().connection_made(transport)
         self._arm()
 
@@ -71,6 +73,8 @@ class GuardedHttpTools(HttpToolsProtocol):
             return  # dropped while the refusal is on its way
         if self._head_timer is None and not self._answering():
             self._arm()  # bytes with nothing being answered: a head is due
+        if self._tls_probe is None and data:
+            self._tls_probe = data[0] == TLS_HANDSHAKE
         super().data_received(data)
         if self._head_started and not self._refused and not self.transport.is_closing() and not self._ending():
             self._raw_head_bytes += len(data)
@@ -102,7 +106,10 @@ class GuardedHttpTools(HttpToolsProtocol):
         """uvicorn's answer to a request the parser rejects, as error JSON; none after a refusal of ours."""
         if self._refused or self.transport.is_closing():
             return
-        log.warning("refused a request from %s: %s", _peer(self.client), msg)
+        if self._tls_probe:  # podman, skopeo and others try https first on a registry: not a fault
+            log.info("answered a TLS handshake from %s on this plain-HTTP port with 400", _peer(self.client))
+        else:
+            log.warning("refused a request from %s: %s", _peer(self.client), msg)
         if self._answering():
             self._end_after_response()
             return

@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from proxy.app import blob_length
+from proxy.errors import RegistryError
 from tests.faults import Fault, FaultServer, flip_last_byte
 from tests.realenv.images import upload_blob
 from tests.realenv.procs import free_port
@@ -402,6 +404,22 @@ def test_range_of_a_tampered_blob_is_aborted(gated: Proxy, sandbox: Sandbox,
     fronts[0].faults[f"/blobs/{digest}"] = Fault(mutate=flip_last_byte)
     with pytest.raises(httpx.RemoteProtocolError):
         get(gated, f"/v2/library/demo/blobs/{digest}", headers={"Range": "bytes=0-9"})
+
+
+@pytest.mark.parametrize("announced, signed, length", [
+    ("5", frozenset({5}), 5), ("5", frozenset({5, 7}), 5), (None, frozenset({5}), 5), ("5", None, 5),
+    ("4", frozenset({5, 7}), "announces 4 bytes for blob sha256:x; the signed manifests say 5 or 7"),
+    (None, frozenset({5, 7}), "sent blob sha256:x without a length"),
+])
+def test_blob_length_is_one_the_signed_manifests_give(announced: str | None, signed: frozenset[int] | None,
+                                                      length: int | str) -> None:
+    upstream = httpx.Response(200, headers={"content-length": announced} if announced else {})
+    if isinstance(length, int):
+        assert blob_length(upstream, "sha256:x", signed, "r") == length
+    else:
+        with pytest.raises(RegistryError) as refused:
+            blob_length(upstream, "sha256:x", signed, "r")
+        assert (refused.value.status, refused.value.message) == (502, f"upstream registry r {length}")
 
 
 def test_blob_whose_upstream_length_differs_from_the_signed_size_is_refused(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -648,6 +650,20 @@ def test_a_malformed_request_is_error_json(quick_head_proxy: Proxy) -> None:
     assert (status, headers["content-type"], headers["docker-distribution-api-version"]) == (
         400, "application/json", "registry/2.0")
     assert message.startswith("invalid HTTP request")
+
+
+def test_a_tls_handshake_on_the_plain_port_is_answered_and_logged_as_a_probe(quick_head_proxy: Proxy) -> None:
+    tls = ssl.create_default_context()
+    hello = ssl.MemoryBIO()
+    client = tls.wrap_bio(ssl.MemoryBIO(), hello, server_hostname="localhost")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        client.do_handshake()
+    answer, _ = _raw(quick_head_proxy, hello.read())
+    time.sleep(0.3)
+    log = quick_head_proxy.service.log_tail(400)
+    assert _error_json(answer)[0] == 400
+    assert "on this plain-HTTP port with 400" in log
+    assert "refused a request" not in log.split("answered a TLS handshake")[-1]
 
 
 def test_an_upgrade_request_is_answered_as_plain_http(quick_head_proxy: Proxy) -> None:

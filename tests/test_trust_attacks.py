@@ -169,6 +169,9 @@ def test_a_wrong_signed_length_is_refused_whether_or_not_the_manifest_is_cached(
         assert "schemaVersion" not in response.text
     assert f"expected {repo.digest} ({repo.length + wrong} bytes), got {repo.digest} ({repo.length} bytes)" in \
         warm.json()["errors"][0]["message"]
+    by_digest = pull(gate, repo.name, repo.digest)
+    assert by_digest.status_code == 200, "the tag signed with the right length still allows its digest"
+    assert len(by_digest.content) == repo.length
 
 
 def test_signed_target_names_that_are_no_tags_are_not_listed(gate: Proxy, sandbox: Sandbox, repo: Signed) -> None:

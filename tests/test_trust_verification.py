@@ -59,7 +59,7 @@ def test_notary_docker_style_resolves_tags_from_the_delegation() -> None:
     assert repo.resolve("v1").length == 345
     assert repo.resolve("v1").role == "targets/releases"
     assert repo.resolve("multi").digest == f"sha256:{MULTI}"
-    assert repo.digests == {f"sha256:{V1}": 345, f"sha256:{MULTI}": 645}
+    assert repo.digests == {f"sha256:{V1}": {345}, f"sha256:{MULTI}": {645}}
 
 
 def test_signed_digests_are_those_of_the_captured_manifests() -> None:

@@ -21,7 +21,7 @@ class TrustedRepository:
 
     gun: str
     tags: dict[str, Target]
-    digests: dict[str, int]
+    digests: dict[str, frozenset[int]]  # every length signed for a digest: one signer may have got it wrong
     skipped: dict[str, VerificationFailed] = field(default_factory=dict)
     outside_paths: dict[str, str] = field(default_factory=dict)
 
@@ -44,9 +44,9 @@ class TrustedRepository:
             for name in trusted.listed_by(role)
             if name not in tags and trusted.outside_paths(role, name)
         }
-        digests: dict[str, int] = {}
+        digests: dict[str, frozenset[int]] = {}
         for target in tags.values():
-            digests.setdefault(target.digest, target.length)
+            digests[target.digest] = digests.get(target.digest, frozenset()) | {target.length}
         return cls(gun=gun, tags=tags, digests=digests, skipped=dict(skipped), outside_paths=outside)
 
     def resolve(self, tag: str) -> Target:

@@ -50,19 +50,22 @@ def banner(sandbox: Sandbox, listen: str, workdir: Path) -> str:
     notary = f"notary -c {sandbox.notary_cli.config_path}"
     passphrases = " ".join(f"{k}={v}" for k, v in PASSPHRASES.items())
     lines += [
-        f"  podman pull --tls-verify=false {listen}/library/demo:v1",
-        f"  skopeo inspect --tls-verify=false docker://{listen}/library/demo:v1",
+        f"  podman pull --tls-verify=false {listen}/library/demo:v1            -> pulls",
+        f"  skopeo inspect --tls-verify=false docker://{listen}/library/demo:dev -> refused, as above",
         f"  curl -s http://{listen}/v2/library/demo/tags/list        -> only the signed tags",
         "",
         "Resolve one tag from the command line, like `notary lookup`:",
         f"  .venv/bin/pullgate check --upstream {sandbox.registry.url} --notary {sandbox.notary.url} \\",
         f"      --notary-ca {sandbox.ca.ca_cert} --state-dir {workdir / 'check-state'} library/demo:v1",
         "",
-        "Sign dev with the notary CLI; pullgate serves it within its 30 s refresh interval:",
+        "Sign dev with the notary CLI; pullgate serves it at most 30 s later (its refresh interval):",
         f"  export {passphrases}",
         f"  {notary} addhash {gun} dev {dev.length} --sha256 {dev.digest.removeprefix('sha256:')} "
         "-r targets/releases",
         f"  {notary} publish {gun}",
+        "The size and sha256 of another tag's manifest, to sign it the same way:",
+        f"  skopeo inspect --raw --tls-verify=false docker://{sandbox.registry.host}/library/demo:TAG > m.json",
+        "  stat -c %s m.json; sha256sum m.json",
         "",
         "pullgate's log follows; Ctrl-C stops everything.",
         "",
