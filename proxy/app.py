@@ -180,7 +180,8 @@ def blob_length(upstream: httpx.Response, digest: str, signed_sizes: frozenset[i
     if signed_sizes is not None and length is not None and length not in signed_sizes:
         raise RegistryError(502, "BLOB_UNKNOWN",
                             f"upstream registry {host} announces {length} bytes for blob {digest}; "
-                            f"the signed manifests say {describe_sizes(signed_sizes)}", {"digest": digest})
+                            f"the signed manifest{' says' if len(signed_sizes) == 1 else 's say'} "
+                            f"{describe_sizes(signed_sizes)}", {"digest": digest})
     size = length if signed_sizes is None or len(signed_sizes) > 1 else next(iter(signed_sizes))
     if size is None:
         raise RegistryError(502, "BLOB_UNKNOWN", f"upstream registry {host} sent blob {digest} without a length",
