@@ -221,13 +221,22 @@ def test_a_redirect_from_https_to_plain_http_is_refused(sandbox: Sandbox, front:
     assert not front.sent, "nothing was asked over plain http"
 
 
-def test_an_answer_that_is_no_json_is_cannot_verify_not_a_failed_check(gate: Proxy, front: FaultServer,
-                                                                       repo: Signed) -> None:
-    front.faults[tuf_path(repo.gun, "root.json")] = Fault(body=b"<html>Down for maintenance</html>",
-                                                          headers={"Content-Type": "text/html"})
-    message = refusal(pull(gate, repo.name), 503)["message"]
-    assert message.endswith(": root.json: the answer is not trust data (not a JSON object; text/html)")
-    assert message.startswith(f"cannot verify {repo.gun}: ")
+@pytest.mark.parametrize("path, body, reason", [
+    ("root.json", b"<html>Down for maintenance</html>", "not JSON: Expecting value: line 1 column 1 (char 0)"),
+    ("timestamp.json", b'{"signed": {', "not JSON: Expecting property name enclosed in double quotes: line 1 "
+                                          "column 13 (char 12)"),
+    ("root.json", b"[1, 2]", "not a JSON object but list"),
+    ("timestamp.json", b"[" * 100_000 + b"]" * 100_000, "not JSON: maximum recursion depth exceeded while "
+                                                             "decoding a JSON array from a unicode string"),
+], ids=["html", "cut-off", "array", "deep"])
+def test_an_answer_that_is_no_json_object_is_cannot_verify_not_a_failed_check(
+        gate: Proxy, front: FaultServer, repo: Signed, path: str, body: bytes, reason: str) -> None:
+    """For root and timestamp, which no parent gives a hash; other files fail their signed hash first."""
+    front.faults[f"/v2/{repo.gun}/_trust/tuf/{path}"] = Fault(body=body, headers={"Content-Type": "text/html"})
+    role = path.removesuffix(".json").removesuffix(".")
+    assert refusal(pull(gate, repo.name), 503)["message"] == (
+        f"cannot verify {repo.gun}: trust server {front.url.removeprefix('http://')} is unavailable: "
+        f"{role}: the answer is not trust data ({reason})")
 
 
 def test_oversized_timestamp_is_cut_off_at_its_bound(gate: Proxy, front: FaultServer, repo: Signed) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from proxy.trust.canonical import encode_canonical
-from proxy.trust.errors import TagNotSigned, VerificationFailed
+from proxy.trust.errors import TagNotSigned, UnreadableFile, VerificationFailed
 from proxy.trust.metadata import parse_time
 from proxy.trust.repository import DEFAULT_ROLE_ORDER, TrustedRepository
 from proxy.trust.trusted_set import TrustedSet
@@ -304,10 +304,11 @@ def test_root_rotation_without_the_old_keys_is_refused() -> None:
     assert (caught.value.role, caught.value.check) == ("root", "rotation")
 
 
-def test_not_json_is_a_format_error_naming_the_role() -> None:
+def test_not_json_is_an_unreadable_file_naming_the_role() -> None:
     files = Repo.standard().files()
     files["timestamp"] = b"<html>502 Bad Gateway</html>"
     failure = refused(files)
+    assert isinstance(failure, UnreadableFile)
     assert (failure.role, failure.check) == ("timestamp", "format")
 
 

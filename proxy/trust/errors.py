@@ -54,6 +54,15 @@ class VerificationFailed(TrustError):
         return self
 
 
+class UnreadableFile(VerificationFailed):
+    """A downloaded file that is no JSON object at all (an error page, a cut-off body): the
+    server did not send trust data, so nothing failed a check; the updater reports it as
+    the trust server being unavailable."""
+
+    def __init__(self, role: str, detail: str) -> None:
+        super().__init__(role, "format", detail)
+
+
 class TrustServerUnavailable(TrustError):
     """The trust server could not be asked; nothing can be verified."""
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.trust.canonical import encode_canonical
-from proxy.trust.errors import VerificationFailed
+from proxy.trust.errors import UnreadableFile, VerificationFailed
 from proxy.trust.keys import PublicKey, UnusableKey, parse_key
 
 HASH_ALGORITHMS = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
@@ -241,8 +241,10 @@ def parse_envelope(role: str, data: bytes) -> Envelope:
     reader = _Reader(role)
     try:
         document = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise reader.fail(f"not JSON: {exc}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise UnreadableFile(role, f"not JSON: {str(exc) or 'nested too deeply'}") from None
+    if not isinstance(document, dict):
+        raise UnreadableFile(role, f"not a JSON object but {type(document).__name__}")
     signed = reader.field(document, "signed", dict)
     signatures = []
     for entry in reader.field(document, "signatures", list):
@@ -253,7 +255,11 @@ def parse_envelope(role: str, data: bytes) -> Envelope:
         except binascii.Error:
             raise reader.fail(f"signature by {keyid} is not base64") from None
         signatures.append(Signature(keyid=keyid, method=method, sig=sig))
-    return Envelope(role=role, signed=signed, canonical=encode_canonical(signed), signatures=tuple(signatures))
+    try:
+        canonical = encode_canonical(signed)
+    except RecursionError:
+        raise reader.fail("nested too deeply") from None
+    return Envelope(role=role, signed=signed, canonical=canonical, signatures=tuple(signatures))
 
 
 def parse_root(envelope: Envelope) -> Root:

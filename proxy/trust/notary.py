@@ -19,7 +19,7 @@ from cachetools import LRUCache
 from proxy.auth import AuthFailed
 from proxy.httpclient import describe, host_of
 from proxy.singleflight import SingleFlight
-from proxy.trust.errors import NoTrustData, TrustServerUnavailable, VerificationFailed
+from proxy.trust.errors import NoTrustData, TrustServerUnavailable, UnreadableFile, VerificationFailed
 from proxy.trust.metadata import FileMeta, parse_envelope, parse_root
 from proxy.trust.pinning import Pinning, check_root
 from proxy.trust.repository import DEFAULT_ROLE_ORDER, TrustedRepository
@@ -110,7 +110,11 @@ class NotaryClient:
         """Bring the cached answer up to date; on any failure forget it (fail closed)."""
         previous = self._cache.get(gun)
         try:
-            entry = await self._revalidate(gun, previous)
+            try:
+                entry = await self._revalidate(gun, previous)
+            except UnreadableFile as exc:
+                raise TrustServerUnavailable(gun, self.server, f"{exc.role}: the answer is not trust data "
+                                             f"({exc.detail})") from None
         except TrustServerUnavailable as exc:
             if previous is not None and self._within_grace(previous):
                 log.warning("%s; answering from trusted state checked %.0fs ago", exc,
@@ -222,6 +226,8 @@ class NotaryClient:
             assert trusted.snapshot is not None
             try:
                 trusted.update_delegation(role, await self._by_checksum(gun, role, trusted.snapshot.meta[role]))
+            except UnreadableFile:
+                raise  # no answer from the server, not a delegation that failed its checks
             except VerificationFailed as exc:
                 skipped[role] = exc
         return skipped
@@ -256,12 +262,7 @@ class NotaryClient:
                         "(set upstream.notary_auth) or refused the ones given")
                 if response.status_code != 200:
                     raise TrustServerUnavailable(gun, self.server, f"{filename}: HTTP {response.status_code}")
-                body = await self._read(gun, filename, role, bound, response)
-                if not body.lstrip().startswith(b"{"):  # a proxy's error page, say: nothing here was ever signed
-                    kind = response.headers.get("content-type", "no Content-Type")
-                    raise TrustServerUnavailable(gun, self.server, f"{filename}: the answer is not trust data "
-                                                 f"(not a JSON object; {kind[:100]})")
-                return body
+                return await self._read(gun, filename, role, bound, response)
         except TimeoutError:
             raise TrustServerUnavailable(gun, self.server, f"{filename}: no complete answer within "
                                          f"{self.settings.download_timeout:g}s") from None
