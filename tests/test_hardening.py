@@ -223,6 +223,37 @@ def test_gun_too_long_for_a_file_name_is_stored_by_its_hash(tmp_path: Path) -> N
     assert store.path(gun).name.startswith("sha256-")
 
 
+def test_state_removed_is_refused_by_every_process_sharing_the_dir_until_its_lock_goes(tmp_path: Path) -> None:
+    state = StoredTrust(root=b"{}", root_version=1, versions={"root": 1})
+    writer, other = TrustStore(tmp_path), TrustStore(tmp_path)  # as two workers: only one wrote, none read
+    writer.save("g/x", state)
+    writer.path("g/x").unlink()
+    for store in (writer, other):
+        with pytest.raises(StateError) as vanished:
+            store.load("g/x")
+        restart = " and restart pullgate" if store is writer else ""
+        assert str(vanished.value) == (
+            f"trusted state {tmp_path}/trust/g%2Fx.json has vanished; restore it, or, to trust this GUN anew, "
+            f"remove g%2Fx.json and g%2Fx.lock from {tmp_path}/trust{restart}")
+    (tmp_path / "trust" / "g%2Fx.lock").unlink()
+    assert other.load("g/x") is None, "following the advice, a process that never read it trusts anew"
+    with pytest.raises(StateError, match="has vanished with its lock file; restore it, or restart pullgate"):
+        writer.load("g/x")
+
+
+def test_a_state_being_written_first_is_waited_for_not_taken_as_vanished(tmp_path: Path) -> None:
+    state = StoredTrust(root=b"{}", root_version=1, versions={"root": 1})
+    writer, reader = TrustStore(tmp_path), TrustStore(tmp_path)
+    writer.directory.mkdir(parents=True)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        with writer._locked("g/x"):  # the lock file exists, the state file not yet
+            loading = pool.submit(reader.load, "g/x")
+            time.sleep(0.2)
+            assert not loading.done(), "the reader waits for the writer"
+            writer.path("g/x").write_text(json.dumps({"root": "{}", "root_version": 1, "versions": {"root": 1}}))
+        assert loading.result(5) == state
+
+
 def test_unwritable_state_dir_is_a_state_error(tmp_path: Path) -> None:
     blocker = tmp_path / "trust"
     blocker.write_text("a file where the directory should be")
@@ -240,7 +271,9 @@ def test_corrupt_state_answers_503_naming_the_file(sandbox: Sandbox, tmp_path: P
     finally:
         proxy.stop()
     assert response.status_code == 503
-    assert "remove it to trust anew" in response.json()["errors"][0]["message"]
+    assert response.json()["errors"][0]["message"].endswith(
+        f"; to trust this GUN anew, remove {store.path(sandbox.gun('library/demo')).name} and "
+        f"{store.path(sandbox.gun('library/demo')).stem}.lock from {store.directory}")
 
 
 @pytest.mark.parametrize("change", [
@@ -264,7 +297,8 @@ def test_a_stored_root_that_fails_its_checks_is_a_state_error(sandbox: Sandbox, 
     assert response.status_code == 503
     message = response.json()["errors"][0]["message"]
     assert message.startswith(f"trusted state {path} holds a root that fails its own checks (")
-    assert message.endswith("); remove it to trust anew")
+    assert message.endswith(f"); to trust this GUN anew, remove {path.name} and {path.stem}.lock from {path.parent} "
+                            "and restart pullgate")
 
 
 def test_check_interrupted_during_a_lookup_says_so_in_one_line(tmp_path: Path) -> None:

@@ -157,4 +157,4 @@ def test_corrupt_state_file_is_an_error_not_a_fresh_start(tmp_path: Path) -> Non
     store.path(GUN).write_text("{not json")
     with pytest.raises(StateError) as caught:
         store.load(GUN)
-    assert "remove it to trust anew" in str(caught.value)
+    assert "; to trust this GUN anew, remove " in str(caught.value)

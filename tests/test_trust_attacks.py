@@ -189,7 +189,7 @@ def test_state_removed_while_running_is_refused_not_trusted_anew(gate: Proxy, sa
     sandbox.notary_cli.publish(repo.gun)  # a new timestamp: the next pull walks from the trusted root
     response = pull(gate, repo.name)
     assert refusal(response, 503)["message"] == (
-        f"trusted state {TrustStore(gate.state_dir).path(repo.gun)} has vanished since pullgate read it; "
+        f"trusted state {TrustStore(gate.state_dir).path(repo.gun)} has vanished with its lock file; "
         "restore it, or restart pullgate to trust this GUN anew")
     assert not (gate.state_dir / "trust").exists(), "nothing was trusted on first use again"
 

@@ -186,7 +186,7 @@ class NotaryClient:
             trusted = TrustedSet(stored.root, now, stored.versions)
         except VerificationFailed as exc:  # the file was changed on disk: not the trust server's doing
             raise StateError(f"trusted state {self.store.path(gun)} holds a root that fails its own checks "
-                             f"({exc.check}: {exc.detail}); remove it to trust anew") from None
+                             f"({exc.check}: {exc.detail}); {self.store.anew(gun)}") from None
         if served != stored.root:
             await self._rotate(gun, trusted, served)
         check_root(trusted.root, gun, self.settings.pinning, now)
