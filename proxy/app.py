@@ -5,6 +5,7 @@ Only reads are offered. Every answer carries
 registry error JSON built in ``proxy.errors``.
 """
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -47,8 +48,17 @@ def shown_path(request: Request) -> str:
     return str(request.scope["path"]).translate(_CONTROLS)
 
 
+STOPPING = RegistryError(503, "UNAVAILABLE", "pullgate is stopping; try again", {})
+
+
 class ApiVersionHeader:
-    """Pure ASGI middleware (cheap on the hot path) adding the API version header."""
+    """Pure ASGI middleware (cheap on the hot path) adding the API version header.
+
+    It also ends requests that a stop cuts off (uvicorn cancels them once
+    ``timeouts.shutdown`` has passed): one not yet answered gets error JSON; one
+    whose answer is under way is left unfinished, so its connection is dropped
+    and the client cannot take it as complete. Either way without a traceback.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -57,13 +67,20 @@ class ApiVersionHeader:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = False
 
         async def send_with_header(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), API_VERSION_FIELD]
+                started = True
             await send(message)
 
-        await self.app(scope, receive, send_with_header)
+        try:
+            await self.app(scope, receive, send_with_header)
+        except asyncio.CancelledError:
+            if not started:
+                await STOPPING.response(scope["method"] == "HEAD")(scope, receive, send_with_header)
 
 
 def create_app(config: Config) -> ASGIApp:

@@ -734,21 +734,53 @@ def test_a_stop_waits_for_a_slow_download_no_longer_than_the_shutdown_timeout(sa
                                                                              workers: str) -> None:
     blob, digest, proxy = _serving_a_blob(sandbox, tmp_path, 64 << 20, "timeouts:\n  shutdown: 1\n",
                                           "--workers", workers)
+    def read_slowly(connection: socket.socket) -> int:
+        received = 0
+        while chunk := connection.recv(64 << 10):
+            received += len(chunk)
+            time.sleep(0.05)  # about 1 MiB/s: the download is under way at the stop
+        return received
+
     try:
-        with _connect(proxy, 20, 64 << 10) as connection:
+        with _connect(proxy, 20, 64 << 10) as connection, concurrent.futures.ThreadPoolExecutor(1) as pool:
             connection.sendall(f"GET /v2/library/bigblob/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            received = len(connection.recv(65536))  # the download is under way, and then nobody reads
+            reading = pool.submit(read_slowly, connection)
+            time.sleep(0.5)
             started = time.monotonic()
             proxy.service.stop(timeout=20)
             seconds = time.monotonic() - started
-            while chunk := connection.recv(1 << 20):
-                received += len(chunk)
+            received = reading.result(20)
         log = proxy.service.log_tail()
     finally:
         proxy.stop()
     assert 0.9 < seconds < 6, f"stopped after {seconds:.1f}s"
     assert received < len(blob), "the download was cut off, not finished"
     assert "Cancel 1 running task(s), timeout graceful shutdown exceeded" in log
+    assert "Traceback" not in log
+
+
+def test_a_request_still_unanswered_at_the_stop_gets_error_json(sandbox: Sandbox, tmp_path: Path) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # a trust server that never answers
+
+    server = RawServer(silent).start()
+    config = tmp_path / "stop.yaml"
+    config.write_text("timeouts:\n  shutdown: 1\n  trust: 60\n")
+    proxy = start_proxy(tmp_path, sandbox.registry.url, f"http://127.0.0.1:{server.port}", sandbox.ca.ca_cert,
+                        extra=("--config", str(config)))
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(httpx.get, f"{proxy.url}/v2/library/demo/manifests/v1", timeout=30)
+            time.sleep(1)
+            proxy.service.stop(timeout=20)
+            response = waiting.result(20)
+        log = proxy.service.log_tail()
+    finally:
+        proxy.stop()
+        server.stop()
+    assert (response.status_code, response.headers["content-type"]) == (503, "application/json")
+    assert response.json()["errors"][0]["message"] == "pullgate is stopping; try again"
+    assert "Traceback" not in log
 
 
 def test_workers_log_like_the_single_process(sandbox: Sandbox, tmp_path: Path) -> None:
