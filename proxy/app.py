@@ -104,11 +104,15 @@ def create_app(config: Config) -> ASGIApp:
         exception_handlers={404: not_found, 405: method_not_allowed, Exception: internal_error},
         lifespan=lifespan,
     )
+    # a path no route takes is error JSON, never a redirect to the same path with a slash more or less
+    app.router.redirect_slashes = False
     return ApiVersionHeader(app)
 
 
 async def base(request: Request) -> Response:
     """``/v2/``: the API version check every client starts with (and where ``docker login`` knocks)."""
+    if request.scope["path"] not in ("/v2", "/v2/"):  # the route pattern also takes "/v2/\n"
+        return not_offered(request)
     try:
         await authenticate(request)
     except RegistryError as exc:
@@ -232,9 +236,13 @@ async def tags(routed: Routed, request: Request, path: RegistryPath) -> Response
     return JSONResponse({"name": path.name, "tags": page}, headers=headers)
 
 
-async def not_found(request: Request, exc: Exception) -> Response:
+def not_offered(request: Request) -> Response:
     return RegistryError(404, "UNSUPPORTED", f"pullgate does not offer {shown_path(request)}",
                          {"path": shown_path(request)}).response(request.method == "HEAD")
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    return not_offered(request)
 
 
 async def method_not_allowed(request: Request, exc: Exception) -> Response:

@@ -269,6 +269,11 @@ def test_blob_with_wrong_bytes_aborts_the_connection(gated: Proxy, sandbox: Sand
     ("GET", "/v2/library/demo/blobs/sha256:" + "a" * 64 + "%0A", 400, "DIGEST_INVALID"),
     ("GET", "/v2/library/demo/tags/list%0a", 404, "UNSUPPORTED"),
     ("GET", "/v2/library/demo/blobs/uploads/abc", 404, "UNSUPPORTED"),
+    ("GET", "/v2%0a", 404, "UNSUPPORTED"),
+    ("GET", "/v2/%0a", 404, "UNSUPPORTED"),
+    ("GET", "/v2%0a/", 404, "UNSUPPORTED"),
+    ("GET", "/v2/library/demo/tags/list%0a/", 404, "UNSUPPORTED"),
+    ("POST", "/v2/library/demo/manifests/v1%0a/", 404, "UNSUPPORTED"),
 ])
 def test_everything_else_is_registry_error_json(proxy: Proxy, method: str, path: str, status: int,
                                                 code: str) -> None:
