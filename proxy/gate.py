@@ -180,11 +180,13 @@ class Gate:
         return manifest
 
     def _mismatch(self, digest: str, lengths: frozenset[int], actual: str, actual_length: int) -> RegistryError:
+        # the right bytes, of a length the trust data does not give them: the signature is what is wrong
+        hint = "; the digest matches, so the tag was signed with a wrong size" if actual == digest else ""
         return RegistryError(
             502, "MANIFEST_INVALID",
             f"upstream registry {self.upstream.host} sent manifest bytes that do not match the signed "
             f"digest and length: expected {digest} ({describe_sizes(lengths)} bytes), got {actual} "
-            f"({actual_length} bytes)",
+            f"({actual_length} bytes){hint}",
             {"digest": digest},
         )
 
