@@ -122,7 +122,9 @@ def state_dir_problem(state_dir: Path) -> str | None:
         with tempfile.TemporaryFile(dir=directory):
             pass
     except FileExistsError:
-        return f"cannot write in {directory}: it is not a directory"
+        broken = next((p for p in (directory, *directory.parents) if p.is_symlink() and not p.exists()), None)
+        return f"cannot write in {directory}: " + (f"{broken} is a broken symbolic link" if broken else
+                                                    "it is not a directory")
     except OSError as exc:
         return f"cannot write in {directory}: {exc.strerror or exc}"
     return None

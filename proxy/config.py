@@ -349,7 +349,8 @@ def _upstream(section: dict[str, Any], overrides: dict[str, Any], setting: str =
     notary = _url(_pick(overrides, "notary", section, "notary") or (HUB_NOTARY if hub else None), f"{setting}.notary")
     ca = _pick(overrides, "notary_ca", section, "notary_ca")
     prefix = _pick(overrides, "gun_prefix", section, "gun_prefix") or ("docker.io" if hub else host_of(registry))
-    if not isinstance(prefix, str) or "://" in prefix or prefix.endswith("/"):
+    if not isinstance(prefix, str) or "://" in prefix or prefix.endswith("/") or prefix.startswith("/") or \
+            not prefix.isprintable() or any(c.isspace() for c in prefix):
         raise ConfigError(f"{setting}.gun_prefix", f"must be a host[:port][/path] prefix, got {prefix!r}")
     name = section.get("name", "default" if setting == "upstream" else setting)
     if not isinstance(name, str) or not name:

@@ -76,6 +76,9 @@ def test_sample_config_parses() -> None:
     ({"cache": {"manifest_bytes": 1.5}}, BASE, "cache.manifest_bytes"),
     ({"trust": {"max_metadata_bytes": 2048.5}}, BASE, "trust.max_metadata_bytes"),
     ({"timeouts": {"client": 5}}, BASE, "timeouts.client"),
+    ({}, {**BASE, "gun_prefix": " "}, "upstream.gun_prefix"),
+    ({}, {**BASE, "gun_prefix": "/x"}, "upstream.gun_prefix"),
+    ({"upstream": {"gun_prefix": "a\tb"}}, BASE, "upstream.gun_prefix"),
 ])
 def test_bad_settings_name_the_setting(document: dict, overrides: dict, setting: str) -> None:
     with pytest.raises(ConfigError) as caught:

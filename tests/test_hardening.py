@@ -427,6 +427,14 @@ def test_config_that_is_not_a_regular_file_is_refused() -> None:
     assert result.stderr.strip() == "pullgate: config error: --config: /dev/zero is not a regular file"
 
 
+def test_a_state_dir_that_is_a_broken_link_is_named_as_one(tmp_path: Path) -> None:
+    (tmp_path / "state").symlink_to(tmp_path / "gone")
+    result = pullgate("serve", "--upstream", "http://a", "--notary", "http://b", "--state-dir", str(tmp_path / "state"))
+    assert (result.returncode, result.stderr) == (
+        2, f"pullgate: config error: state_dir: cannot write in {tmp_path}/state/trust: {tmp_path}/state is a "
+        "broken symbolic link\n")
+
+
 def test_check_with_a_state_dir_it_cannot_use_is_one_line(sandbox: Sandbox, tmp_path: Path) -> None:
     (tmp_path / "trust").write_text("in the way")
     result = pullgate("check", "--upstream", sandbox.registry.url, "--notary", sandbox.notary.url,
