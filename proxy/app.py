@@ -51,10 +51,9 @@ def shown_path(request: Request) -> str:
 STOPPING = RegistryError(503, "UNAVAILABLE", "pullgate is stopping; try again", {})
 
 
-class ApiVersionHeader:
-    """Pure ASGI middleware (cheap on the hot path) adding the API version header.
-
-    It also ends requests that a stop cuts off (uvicorn cancels them once
+class OuterLayer:
+    """Pure ASGI middleware (cheap on the hot path) around every request: it adds the API
+    version header, and ends requests that a stop cuts off (uvicorn cancels them once
     ``timeouts.shutdown`` has passed): one not yet answered gets error JSON; one
     whose answer is under way is left unfinished, so its connection is dropped
     and the client cannot take it as complete. Either way without a traceback.
@@ -106,7 +105,7 @@ def create_app(config: Config) -> ASGIApp:
     )
     # a path no route takes is error JSON, never a redirect to the same path with a slash more or less
     app.router.redirect_slashes = False
-    return ApiVersionHeader(app)
+    return OuterLayer(app)
 
 
 async def base(request: Request) -> Response:
