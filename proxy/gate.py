@@ -32,6 +32,7 @@ log = logging.getLogger("pullgate.gate")
 REMEMBERED_MANIFESTS = 65536
 EXPAND_CONCURRENCY = 8
 MAX_INDEX_DEPTH = 4
+MANIFEST_READ_BYTES = 4 << 20  # the manifest size the OCI spec has every registry accept
 MANIFEST, BLOB = "manifest", "blob"
 
 
@@ -89,21 +90,26 @@ class Gate:
         return await self._verified(name, target.digest, frozenset({target.length}), client_accept)
 
     async def manifest_for_digest(self, name: str, digest: str, client_accept: Sequence[str]) -> Manifest:
-        lengths = await self._allowed(name, digest, MANIFEST, client_accept)
-        return await self._verified(name, digest, lengths, client_accept)
+        repository = await self.repository(name)
+        lengths = await self._allowed(repository, name, digest, MANIFEST, client_accept)
+        manifest = await self._by_digest(name, digest, lengths, client_accept)
+        if len(manifest.body) not in lengths:  # a size signed wrongly: an index may list the true one
+            await self._expand(repository, name, client_accept)
+            lengths = self._allowed_lengths(repository, name, digest, MANIFEST)
+        return self._checked(name, manifest, lengths)
 
     async def blob_sizes(self, name: str, digest: str) -> frozenset[int] | None:
         """The sizes signed manifests give the blob; None where blobs are open (size unknown)."""
         if "*" in self.open_blobs or name in self.open_blobs:
             return None
-        return await self._allowed(name, digest, BLOB, ())
+        return await self._allowed(await self.repository(name), name, digest, BLOB, ())
 
-    async def _allowed(self, name: str, digest: str, kind: str, client_accept: Sequence[str]) -> frozenset[int]:
+    async def _allowed(self, repository: TrustedRepository, name: str, digest: str, kind: str,
+                       client_accept: Sequence[str]) -> frozenset[int]:
         """The signed lengths of ``digest`` for this repository, rebuilding what was forgotten once.
 
         There is one true length, but two signatures may disagree on it; the bytes decide, so
         a wrongly signed tag spoils only itself, not every other way to the same digest."""
-        repository = await self.repository(name)
         lengths = self._allowed_lengths(repository, name, digest, kind)
         if not lengths:
             await self._expand(repository, name, client_accept)
@@ -154,27 +160,40 @@ class Gate:
 
     async def _verified(self, name: str, digest: str, lengths: frozenset[int],
                         client_accept: Sequence[str]) -> Manifest:
-        """The manifest ``digest``, whose length is checked on every call against the ``lengths``
-        signed for the way it was asked for: a cached manifest matches its digest, but each
-        signature that names it gives a length of its own."""
-        cached = self._manifests.get((name, digest))
-        if cached is None:
-            return await self._fetches.run((name, digest, lengths),
-                                           lambda: self._fetch(name, digest, lengths, client_accept))
-        if len(cached.body) not in lengths:
-            raise self._mismatch(digest, lengths, digest, len(cached.body))
-        return cached
+        return self._checked(name, await self._by_digest(name, digest, lengths, client_accept), lengths)
 
-    async def _fetch(self, name: str, digest: str, lengths: frozenset[int], client_accept: Sequence[str]) -> Manifest:
-        fetched = await self.upstream.manifest(name, digest, client_accept, bound=max(lengths))
+    def _checked(self, name: str, manifest: Manifest, lengths: frozenset[int]) -> Manifest:
+        """``manifest`` if it has one of the ``lengths`` signed for the way it was asked for: its bytes
+        match its digest, but each signature that names it gives a length of its own. Only then
+        does what it references count as allowed."""
+        if len(manifest.body) not in lengths:
+            raise self._mismatch(manifest.digest, lengths, manifest.digest, len(manifest.body))
+        if (name, manifest.digest) not in self._references:
+            self._remember(name, manifest)
+        return manifest
+
+    async def _by_digest(self, name: str, digest: str, lengths: frozenset[int],
+                         client_accept: Sequence[str]) -> Manifest:
+        """Bytes that match ``digest``, cached or fetched. They are read up to the largest signed
+        length or MANIFEST_READ_BYTES, whichever is more, so that a size signed too small is
+        still found to be the signature's fault, not the registry's."""
+        cached = self._manifests.get((name, digest))
+        if cached is not None:
+            return cached
+        bound = max(*lengths, MANIFEST_READ_BYTES)
+        return await self._fetches.run((name, digest, bound),
+                                       lambda: self._fetch(name, digest, lengths, bound, client_accept))
+
+    async def _fetch(self, name: str, digest: str, lengths: frozenset[int], bound: int,
+                     client_accept: Sequence[str]) -> Manifest:
+        fetched = await self.upstream.manifest(name, digest, client_accept, bound=bound)
         actual = "sha256:" + hashlib.sha256(fetched.body).hexdigest()
-        if actual != digest or len(fetched.body) not in lengths:
+        if actual != digest:
             raise self._mismatch(digest, lengths, actual, len(fetched.body))
         media_type, references = read_manifest(fetched.body)
         manifest = Manifest(digest=digest, body=fetched.body,
                             content_type=media_type or _content_type(fetched.content_type, references),
                             references=references)
-        self._remember(name, manifest)
         if len(manifest.body) <= self._manifests.maxsize:
             self._manifests[(name, digest)] = manifest
         return manifest

@@ -183,6 +183,33 @@ def test_signed_target_names_that_are_no_tags_are_not_listed(gate: Proxy, sandbo
     assert response.json() == {"name": repo.name, "tags": ["v1", "v2"]}
 
 
+@pytest.mark.parametrize("wrong", [-10, 10], ids=["shorter", "longer"])
+def test_a_wrong_signed_length_of_an_index_child_does_not_hide_the_size_its_index_gives(
+        gate: Proxy, sandbox: Sandbox, wrong: int) -> None:
+    """A fresh proxy asked for the child first: the tag signing it wrongly is all it knows of it."""
+    name = f"library/attackidx{next(_names)}"
+    gun = sandbox.gun(name)
+    push(f"docker://{sandbox.images['demo:multi'].ref}", f"{gun}:multi", all_images=True, workdir=sandbox.workdir)
+    index = manifest_info(sandbox.registry.url, name, "multi")
+    child = httpx.get(f"{sandbox.registry.url}/v2/{name}/manifests/multi",
+                      headers={"Accept": index.media_type}).json()["manifests"][0]
+    cli = sandbox.notary_cli
+    cli.init(gun)
+    cli.rotate_snapshot_to_server(gun)
+    cli.publish(gun)
+    cli.add_delegation(gun, DELEGATION_ROLE)
+    cli.addhash(gun, "multi", index.length, index.sha256_hex, [DELEGATION_ROLE])
+    cli.addhash(gun, "badchild", child["size"] + wrong, child["digest"].removeprefix("sha256:"), [DELEGATION_ROLE])
+    cli.publish(gun)
+    by_digest = pull(gate, name, child["digest"])
+    assert (by_digest.status_code, len(by_digest.content)) == (200, child["size"])
+    refused = pull(gate, name, "badchild")
+    assert refused.status_code == 502
+    assert refused.json()["errors"][0]["message"].endswith(
+        f"expected {child['digest']} ({child['size'] + wrong} bytes), got {child['digest']} ({child['size']} bytes); "
+        "the digest matches, so the tag was signed with a wrong size")
+
+
 def test_state_removed_while_running_is_refused_not_trusted_anew(gate: Proxy, sandbox: Sandbox, repo: Signed) -> None:
     assert pull(gate, repo.name).status_code == 200
     shutil.rmtree(gate.state_dir)
