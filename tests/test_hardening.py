@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -302,7 +303,11 @@ def test_a_stored_root_that_fails_its_checks_is_a_state_error(sandbox: Sandbox, 
 
 
 def test_check_interrupted_during_a_lookup_says_so_in_one_line(tmp_path: Path) -> None:
+    asked = threading.Event()
+
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        asked.set()
         await reader.read()  # never answers
 
     server = RawServer(silent).start()
@@ -311,7 +316,7 @@ def test_check_interrupted_during_a_lookup_says_so_in_one_line(tmp_path: Path) -
             [sys.executable, "-m", "proxy", "check", "--upstream", "http://127.0.0.1:1", "--notary",
              f"http://127.0.0.1:{server.port}", "--state-dir", str(tmp_path), "library/demo:v1"],
             stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
-        time.sleep(1.5)  # the lookup is waiting on the trust server
+        assert asked.wait(20), "the lookup reached the trust server"
         check.send_signal(signal.SIGINT)
         _, stderr = check.communicate(timeout=10)
     finally:
@@ -742,10 +747,13 @@ def test_a_stop_waits_for_a_slow_download_no_longer_than_the_shutdown_timeout(sa
                                                                              workers: str) -> None:
     blob, digest, proxy = _serving_a_blob(sandbox, tmp_path, 64 << 20, "timeouts:\n  shutdown: 1\n",
                                           "--workers", workers)
+    under_way = threading.Event()
+
     def read_slowly(connection: socket.socket) -> int:
         received = 0
         while chunk := connection.recv(64 << 10):
             received += len(chunk)
+            under_way.set()
             time.sleep(0.05)  # about 1 MiB/s: the download is under way at the stop
         return received
 
@@ -753,7 +761,7 @@ def test_a_stop_waits_for_a_slow_download_no_longer_than_the_shutdown_timeout(sa
         with _connect(proxy, 20, 64 << 10) as connection, concurrent.futures.ThreadPoolExecutor(1) as pool:
             connection.sendall(f"GET /v2/library/bigblob/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             reading = pool.submit(read_slowly, connection)
-            time.sleep(0.5)
+            assert under_way.wait(20), "the blob is on its way"
             started = time.monotonic()
             proxy.service.stop(timeout=20)
             seconds = time.monotonic() - started
@@ -768,7 +776,11 @@ def test_a_stop_waits_for_a_slow_download_no_longer_than_the_shutdown_timeout(sa
 
 
 def test_a_request_still_unanswered_at_the_stop_gets_error_json(sandbox: Sandbox, tmp_path: Path) -> None:
+    asked = threading.Event()
+
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        asked.set()
         await reader.read()  # a trust server that never answers
 
     server = RawServer(silent).start()
@@ -779,7 +791,7 @@ def test_a_request_still_unanswered_at_the_stop_gets_error_json(sandbox: Sandbox
     try:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             waiting = pool.submit(httpx.get, f"{proxy.url}/v2/library/demo/manifests/v1", timeout=30)
-            time.sleep(1)
+            assert asked.wait(20), "the request is waiting on the trust server"
             proxy.service.stop(timeout=20)
             response = waiting.result(20)
         log = proxy.service.log_tail()
