@@ -44,19 +44,26 @@ class Signed:
     length: int
 
 
+def sign_in_releases(sandbox: Sandbox, gun: str, targets: dict[str, tuple[int, str]]) -> None:
+    """A new trust repository for ``gun``, as docker's content trust sets one up, whose
+    targets/releases delegation signs ``targets`` (tag -> length, sha256 hex)."""
+    cli = sandbox.notary_cli
+    cli.init(gun)
+    cli.rotate_snapshot_to_server(gun)
+    cli.publish(gun)
+    cli.add_delegation(gun, DELEGATION_ROLE)
+    for tag, (length, sha256_hex) in targets.items():
+        cli.addhash(gun, tag, length, sha256_hex, [DELEGATION_ROLE])
+    cli.publish(gun)
+
+
 def new_signed_repository(sandbox: Sandbox) -> Signed:
     name = f"library/attack{next(_names)}"
     gun = sandbox.gun(name)
     source = sandbox.images["demo:v1"]
     push(f"docker://{source.ref}", f"{gun}:v1", workdir=sandbox.workdir)
     info = manifest_info(sandbox.registry.url, name, "v1")
-    cli = sandbox.notary_cli
-    cli.init(gun)
-    cli.rotate_snapshot_to_server(gun)
-    cli.publish(gun)
-    cli.add_delegation(gun, DELEGATION_ROLE)
-    cli.addhash(gun, "v1", info.length, info.sha256_hex, [DELEGATION_ROLE])
-    cli.publish(gun)
+    sign_in_releases(sandbox, gun, {"v1": (info.length, info.sha256_hex)})
     return Signed(name=name, gun=gun, digest=info.digest, length=info.length)
 
 
@@ -193,14 +200,8 @@ def test_a_wrong_signed_length_of_an_index_child_does_not_hide_the_size_its_inde
     index = manifest_info(sandbox.registry.url, name, "multi")
     child = httpx.get(f"{sandbox.registry.url}/v2/{name}/manifests/multi",
                       headers={"Accept": index.media_type}).json()["manifests"][0]
-    cli = sandbox.notary_cli
-    cli.init(gun)
-    cli.rotate_snapshot_to_server(gun)
-    cli.publish(gun)
-    cli.add_delegation(gun, DELEGATION_ROLE)
-    cli.addhash(gun, "multi", index.length, index.sha256_hex, [DELEGATION_ROLE])
-    cli.addhash(gun, "badchild", child["size"] + wrong, child["digest"].removeprefix("sha256:"), [DELEGATION_ROLE])
-    cli.publish(gun)
+    sign_in_releases(sandbox, gun, {"multi": (index.length, index.sha256_hex),
+                                    "badchild": (child["size"] + wrong, child["digest"].removeprefix("sha256:"))})
     by_digest = pull(gate, name, child["digest"])
     assert (by_digest.status_code, len(by_digest.content)) == (200, child["size"])
     refused = pull(gate, name, "badchild")

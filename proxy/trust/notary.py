@@ -110,18 +110,12 @@ class NotaryClient:
         """Bring the cached answer up to date; on any failure forget it (fail closed)."""
         previous = self._cache.get(gun)
         try:
-            try:
-                entry = await self._revalidate(gun, previous)
-            except UnreadableFile as exc:
-                raise TrustServerUnavailable(gun, self.server, f"{exc.role}: the answer is not trust data "
-                                             f"({exc.detail})") from None
+            entry = await self._revalidate(gun, previous)
+        except UnreadableFile as exc:  # before VerificationFailed, whose kind it is: no check failed
+            return self._outage(gun, previous, TrustServerUnavailable(
+                gun, self.server, f"{exc.role}: the answer is not trust data ({exc.detail})"))
         except TrustServerUnavailable as exc:
-            if previous is not None and self._within_grace(previous):
-                log.warning("%s; answering from trusted state checked %.0fs ago", exc,
-                            time.monotonic() - previous.checked)
-                return previous.repository
-            self._cache.pop(gun, None)
-            raise
+            return self._outage(gun, previous, exc)
         except VerificationFailed as exc:
             self._cache.pop(gun, None)
             raise exc.for_gun(gun) from None
@@ -130,6 +124,14 @@ class NotaryClient:
             raise
         self._cache[gun] = entry
         return entry.repository
+
+    def _outage(self, gun: str, previous: _Entry | None, exc: TrustServerUnavailable) -> TrustedRepository:
+        """The trusted answer from before, while the grace period allows; otherwise the refusal."""
+        if previous is not None and self._within_grace(previous):
+            log.warning("%s; answering from trusted state checked %.0fs ago", exc, time.monotonic() - previous.checked)
+            return previous.repository
+        self._cache.pop(gun, None)
+        raise exc
 
     def _within_grace(self, entry: _Entry) -> bool:
         """Whether an outage may be bridged: inside the grace period and nothing trusted has expired."""
@@ -271,7 +273,6 @@ class NotaryClient:
         except httpx.HTTPError as exc:
             hint = " (is notary_ca, or --notary-ca, the CA of the trust server?)" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else ""
             raise TrustServerUnavailable(gun, self.server, f"{filename}: {describe(exc)}{hint}") from None
-
 
     async def _read(self, gun: str, filename: str, role: str, bound: int, response: httpx.Response) -> bytes:
         """The body, no longer than ``bound`` and within the budget shared with the other downloads.
